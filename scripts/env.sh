@@ -3,7 +3,6 @@
 umbra_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
 for d in "$umbra_root"/.toolchain/node_modules/node-linux-*/; do
   PATH=$d/bin:$PATH
-  export npm_config_nodedir=${d%/}
 done
 export PATH=$umbra_root/node_modules/.bin:$PATH
 unset umbra_root d

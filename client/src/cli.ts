@@ -1,0 +1,125 @@
+// umbra: the client's command line.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { type ParseArgsOptionsConfig, parseArgs } from 'node:util';
+import { decodeKey, encodeKey, parseAccess, sealKnock } from '@umbra/protocol';
+import { parseGatewayAddress } from './gateway-address.ts';
+import { createIdentityFile, loadIdentityFile } from './identity.ts';
+import { localAddressToward, resolveGateway, sendKnock } from './knock.ts';
+
+const USAGE = `umbra: the Umbra client
+
+Usage:
+  umbra keygen --out FILE [--force]     create a device identity (Ed25519); prints its public key
+  umbra knock --gateway HOST[:PORT] --gateway-key KEY --identity FILE --access tcp/PORT [--source ADDR|auto] [--print]
+                                        send one knock (Single Packet Authorization)
+  umbra COMMAND --help                  help on one command`;
+
+const HELP: Record<string, string> = {
+  keygen: `Usage: umbra keygen --out FILE [--force]
+
+Creates a device identity: an Ed25519 key pair written to FILE with mode 0600.
+Prints the public key, one line of base64: give it to the gateway's operator (clients[].publicKey).
+An existing file is kept unless --force is given.`,
+  knock: `Usage: umbra knock --gateway HOST[:PORT] --gateway-key KEY --identity FILE --access PROTO/PORT [options]
+
+Sends one knock: a single UDP datagram, encrypted to the gateway's key and signed by your identity.
+The gateway never answers; if the knock is accepted the port opens for your address for a few seconds.
+Exits 0 once the knock is sent; prints nothing but errors.
+
+  --gateway HOST[:PORT]   the gateway (default port 62201); IPv6 as [ADDR]:PORT
+  --gateway-key KEY       the gateway's public key (base64), or a file holding it (gateway.pub)
+  --identity FILE         your identity file, from \`umbra keygen\`
+  --access PROTO/PORT     what to open, e.g. tcp/22 or udp/53
+  --source ADDR|auto      bind the knock to the address the gateway will see (auto: the local address
+                          toward the gateway). Gateways with requireSourceBinding need it; not behind NAT.
+  --print                 write the knock as hex on stdout instead of sending it`,
+};
+
+class UsageError extends Error {}
+
+function parse<T extends ParseArgsOptionsConfig>(command: string, args: string[], options: T) {
+  try {
+    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } } as T & { help: { type: 'boolean'; short: 'h' } }, strict: true }).values;
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}\n\n${HELP[command]}`);
+  }
+}
+
+function required(command: string, values: Record<string, unknown>, name: string): string {
+  const value = values[name];
+  if (typeof value !== 'string' || value === '') throw new UsageError(`missing --${name}\n\n${HELP[command]}`);
+  return value;
+}
+
+/** The key itself, or the first line of a file that holds it. */
+function readGatewayKey(text: string): Buffer {
+  const fromFile = !/^[A-Za-z0-9+/]{43}=$/.test(text) && existsSync(text);
+  const keyText = fromFile ? readFileSync(text, 'utf8').trim() : text;
+  return decodeKey(keyText, fromFile ? `--gateway-key file ${text}` : '--gateway-key');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    console.log(USAGE);
+    return command ? 0 : 2;
+  }
+  if (!(command in HELP)) throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);
+
+  if (command === 'keygen') {
+    const values = parse(command, args, { out: { type: 'string' }, force: { type: 'boolean' } });
+    if (values.help) return help(command);
+    const identity = await createIdentityFile(required(command, values, 'out'), values.force === true);
+    console.log(encodeKey(identity.publicKey));
+    return 0;
+  }
+
+  const values = parse(command, args, {
+    gateway: { type: 'string' },
+    'gateway-key': { type: 'string' },
+    identity: { type: 'string' },
+    access: { type: 'string' },
+    source: { type: 'string' },
+    print: { type: 'boolean' },
+  });
+  if (values.help) return help(command);
+  const gatewayAddress = parseGatewayAddress(required(command, values, 'gateway'));
+  const gatewayKey = readGatewayKey(required(command, values, 'gateway-key'));
+  const access = required(command, values, 'access');
+  if (!parseAccess(access))
+    throw new UsageError(`--access "${access}": expected PROTO/PORT with PROTO tcp or udp and PORT 1-65535, e.g. tcp/22`);
+  const identity = loadIdentityFile(required(command, values, 'identity'));
+
+  const source = values.source;
+  const needsRoute = !values.print || source === 'auto';
+  const gateway = needsRoute ? await resolveGateway(gatewayAddress) : undefined;
+  let claimedSource: string | undefined;
+  if (source === 'auto') claimedSource = await localAddressToward(gateway!);
+  else if (source !== undefined) {
+    if (!isIP(source)) throw new UsageError(`--source "${source}": expected an IPv4 or IPv6 address, or auto`);
+    claimedSource = source;
+  }
+
+  const packet = sealKnock({ gatewayPublicKey: gatewayKey, identity, knock: { access, claimedSource } });
+  if (values.print) {
+    console.log(packet.toString('hex'));
+    return 0;
+  }
+  await sendKnock(gateway!, packet);
+  return 0;
+}
+
+function help(command: string): number {
+  console.log(HELP[command]);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`umbra: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(error instanceof UsageError ? 2 : 1);
+  },
+);

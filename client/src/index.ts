@@ -1,0 +1,3 @@
+export { type GatewayAddress, parseGatewayAddress } from './gateway-address.ts';
+export { createIdentityFile, loadIdentityFile } from './identity.ts';
+export { localAddressToward, type ResolvedGateway, resolveGateway, sendKnock } from './knock.ts';

@@ -1,0 +1,126 @@
+// umbra-gateway: the dark gateway's command line.
+
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type ParseArgsOptionsConfig, parseArgs } from 'node:util';
+import { encodeKey } from '@umbra/protocol';
+import { pino } from 'pino';
+import { ConfigError, loadConfig } from './config.ts';
+import { NftablesFirewall } from './firewall/index.ts';
+import { STATS_FILE, startGateway } from './gateway.ts';
+import { createGatewayKeys } from './keys.ts';
+import { checkCapabilities, checkInterface, PreflightError } from './preflight.ts';
+
+const USAGE = `umbra-gateway: a Single Packet Authorization gateway that answers nothing until a valid knock
+
+Usage:
+  umbra-gateway keygen --dir DIR [--force]   create the gateway key pair; prints the public key
+  umbra-gateway run --config FILE             run in the foreground (needs CAP_NET_RAW and CAP_NET_ADMIN)
+  umbra-gateway pinholes --config FILE        print the open pinholes as JSON
+  umbra-gateway stats --config FILE           print the running gateway's counters as JSON
+  umbra-gateway COMMAND --help                help on one command
+
+The configuration file is described in the README (section "Gateway configuration").`;
+
+const HELP: Record<string, string> = {
+  keygen: `Usage: umbra-gateway keygen --dir DIR [--force]
+
+Creates the gateway's X25519 key pair: DIR/gateway.key (private, mode 0600) and DIR/gateway.pub.
+Prints the public key, one line of base64, for clients' --gateway-key.
+An existing key is kept unless --force is given: enrolled clients know the old public key.`,
+  run: `Usage: umbra-gateway run --config FILE
+
+Installs the nftables base ruleset (table inet umbra: input policy drop), captures knocks on the
+configured interface and opens a pinhole for each valid one. Logs JSON lines on stdout.
+Stop with SIGTERM or Ctrl-C: the ruleset stays, and the kernel expires open pinholes by itself.`,
+  pinholes: `Usage: umbra-gateway pinholes --config FILE
+
+Prints the pinholes open now as a JSON array of {source, protocol, port, secondsLeft}.`,
+  stats: `Usage: umbra-gateway stats --config FILE
+
+Prints the counters the running gateway writes each second to STATE_DIR/stats.json:
+accepted knocks, rejections by reason, and packets the capture dropped.`,
+};
+
+class UsageError extends Error {}
+
+function parse<T extends ParseArgsOptionsConfig>(command: string, args: string[], options: T) {
+  try {
+    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } } as T & { help: { type: 'boolean'; short: 'h' } }, strict: true }).values;
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}\n\n${HELP[command]}`);
+  }
+}
+
+function required(command: string, values: Record<string, unknown>, name: string): string {
+  const value = values[name];
+  if (typeof value !== 'string' || value === '') throw new UsageError(`missing --${name}\n\n${HELP[command]}`);
+  return value;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    console.log(USAGE);
+    return command ? 0 : 2;
+  }
+  if (!(command in HELP)) throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);
+
+  if (command === 'keygen') {
+    const values = parse(command, args, { dir: { type: 'string' }, force: { type: 'boolean' } });
+    if (values.help) return help(command);
+    const keys = await createGatewayKeys(required(command, values, 'dir'), values.force === true);
+    console.log(encodeKey(keys.publicKey));
+    return 0;
+  }
+
+  const values = parse(command, args, { config: { type: 'string' } });
+  if (values.help) return help(command);
+  const config = loadConfig(required(command, values, 'config'));
+
+  if (command === 'stats') {
+    const path = join(config.stateDir, STATS_FILE);
+    try {
+      process.stdout.write(readFileSync(path, 'utf8'));
+    } catch {
+      throw new Error(`${path}: no stats yet; is the gateway running with this configuration?`);
+    }
+    return 0;
+  }
+
+  checkCapabilities();
+  const firewall = new NftablesFirewall();
+  if (command === 'pinholes') {
+    console.log(JSON.stringify(firewall.list(), null, 2));
+    return 0;
+  }
+
+  checkInterface(config.interface, config.path);
+  const log = pino({ level: config.log.level, base: { service: 'umbra-gateway' } });
+  const gateway = startGateway(config, { log, firewall });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stopping; the firewall stays and pinholes expire on their own');
+      gateway.stop();
+      resolve();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  return 0;
+}
+
+function help(command: string): number {
+  console.log(HELP[command]);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    const usage = error instanceof UsageError || error instanceof ConfigError;
+    const known = usage || error instanceof PreflightError || error instanceof Error;
+    process.stderr.write(`umbra-gateway: ${known ? (error as Error).message : String(error)}\n`);
+    process.exit(usage ? 2 : 1);
+  },
+);

@@ -1,0 +1,149 @@
+// The gateway's configuration file (YAML or JSON), validated at load. Every error names the file
+// and the key, and says what would be accepted, so an operator can fix it without reading code.
+
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { decodeKey, ed25519PublicKeyObject, identityIdOf } from '@umbra/protocol';
+import type { KeyObject } from 'node:crypto';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { type AccessRule, parseAccessRule } from './access.ts';
+
+export const DEFAULT_SPA_PORT = 62201;
+
+const accessRule = z.string().refine((text) => parseAccessRule(text) !== null, {
+  message: 'expected PROTOCOL/PORT or PROTOCOL/FIRST-LAST with protocol tcp or udp and ports 1-65535, e.g. "tcp/22"',
+});
+
+const publicKey = z.string().refine(
+  (text) => {
+    try {
+      decodeKey(text, 'publicKey');
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected the 44-character base64 public key printed by `umbra keygen`' },
+);
+
+const clientSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/, {
+      message: 'expected 1-64 letters, digits or ._@- (it appears in logs)',
+    }),
+    publicKey,
+    allow: z.array(accessRule).min(1, { message: 'list at least one access such as "tcp/22"' }),
+    ttlSeconds: z.number().int().min(1).max(86400).default(30),
+  })
+  .strict();
+
+const schema = z
+  .object({
+    interface: z.string().regex(/^[A-Za-z0-9._@:-]{1,15}$/, { message: 'expected a network interface name' }),
+    spaPort: z.number().int().min(1).max(65535).default(DEFAULT_SPA_PORT),
+    keyDir: z.string().min(1),
+    stateDir: z.string().min(1),
+    timeWindowSeconds: z.number().int().min(1).max(600).default(30),
+    requireSourceBinding: z.boolean().default(false),
+    budget: z
+      .object({
+        knocksPerSecond: z.number().positive().max(10000).default(20),
+        burst: z.number().int().min(1).max(10000).default(40),
+      })
+      .strict()
+      .default({ knocksPerSecond: 20, burst: 40 }),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+        rejectionsPerSecond: z.number().int().min(0).max(10000).default(20),
+      })
+      .strict()
+      .default({ level: 'info', rejectionsPerSecond: 20 }),
+    clients: z.array(clientSchema).default([]),
+  })
+  .strict();
+
+export type RawConfig = z.infer<typeof schema>;
+
+export interface Client {
+  name: string;
+  identityId: Buffer;
+  publicKey: KeyObject;
+  allow: AccessRule[];
+  ttlSeconds: number;
+}
+
+export interface GatewayConfig extends Omit<RawConfig, 'clients'> {
+  /** The file it came from, for messages. */
+  path: string;
+  clients: Client[];
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function loadConfig(path: string): GatewayConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`${path}: cannot read the configuration: ${(error as NodeJS.ErrnoException).code ?? error}`);
+  }
+  return parseConfig(text, path);
+}
+
+export function parseConfig(text: string, path: string): GatewayConfig {
+  let document: unknown;
+  try {
+    // YAML 1.2 is a superset of JSON, so one parser reads both.
+    document = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+  } catch (error) {
+    throw new ConfigError(`${path}: not valid YAML or JSON: ${(error as Error).message.split('\n')[0]}`);
+  }
+  const result = schema.safeParse(document ?? {});
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => `${path}: ${keyPath(issue.path)}: ${describe(issue)}`);
+    throw new ConfigError(lines.join('\n'));
+  }
+  const raw = result.data;
+  const base = dirname(resolve(path));
+  const clients = raw.clients.map((client) => ({
+    name: client.name,
+    identityId: identityIdOf(decodeKey(client.publicKey, 'publicKey')),
+    publicKey: ed25519PublicKeyObject(decodeKey(client.publicKey, 'publicKey')),
+    allow: client.allow.map((rule) => parseAccessRule(rule)!),
+    ttlSeconds: client.ttlSeconds,
+  }));
+  const seenNames = new Map<string, number>();
+  const seenKeys = new Map<string, number>();
+  raw.clients.forEach((client, i) => {
+    const sameName = seenNames.get(client.name);
+    if (sameName !== undefined)
+      throw new ConfigError(`${path}: clients[${i}].name: "${client.name}" is already used by clients[${sameName}]`);
+    const sameKey = seenKeys.get(client.publicKey);
+    if (sameKey !== undefined)
+      throw new ConfigError(`${path}: clients[${i}].publicKey: the same key is already given to clients[${sameKey}]`);
+    seenNames.set(client.name, i);
+    seenKeys.set(client.publicKey, i);
+  });
+  return {
+    ...raw,
+    path,
+    keyDir: resolve(base, raw.keyDir),
+    stateDir: resolve(base, raw.stateDir),
+    clients,
+  };
+}
+
+function keyPath(path: readonly PropertyKey[]): string {
+  if (path.length === 0) return '(top level)';
+  return path.map((part, i) => (typeof part === 'number' ? `[${part}]` : i === 0 ? String(part) : `.${String(part)}`)).join('');
+}
+
+function describe(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'unrecognized_keys') return `unknown key(s) ${issue.keys.join(', ')}; see the README for the keys`;
+  if (issue.code === 'invalid_type' && issue.input === undefined) return `missing: this key is required`;
+  return issue.message;
+}

@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  BASE_CHAINS,
+  BASE_RULES,
+  baseRulesetText,
+  describeDrift,
+  installCommands,
+  PINHOLE_SETS,
+} from './ruleset.ts';
+
+// The kernel's side of this (that nft lists these exact forms back) is checked in
+// nftables-firewall.test.ts.
+
+test('the install transaction adds, and flushes only the base chains, so pinholes survive it', () => {
+  const kinds = installCommands().nftables.map((command) => {
+    const [verb, body] = Object.entries(command)[0] as [string, Record<string, { name?: string }>];
+    const [object, spec] = Object.entries(body)[0] as [string, { name?: string }];
+    return `${verb} ${object}${verb === 'flush' ? ` ${spec.name}` : ''}`;
+  });
+  const rules = Object.values(BASE_RULES).flat().length;
+  assert.deepEqual(kinds, [
+    'add table',
+    'add set',
+    'add set',
+    'add chain',
+    'add chain',
+    'flush chain input',
+    ...Array(BASE_RULES.input?.length).fill('add rule'),
+    'flush chain forward',
+    ...Array(BASE_RULES.forward?.length).fill('add rule'),
+  ]);
+  assert.equal(kinds.filter((kind) => kind === 'add rule').length, rules);
+});
+
+test('nothing in the base ruleset answers a packet', () => {
+  const text = baseRulesetText();
+  assert.doesNotMatch(text, /reject|echo|policy accept/);
+  assert.doesNotMatch(JSON.stringify(installCommands()), /"reject"|echo-request/);
+  for (const chain of BASE_CHAINS) assert.equal(chain.policy, 'drop');
+});
+
+test('describeDrift finds nothing in a listing of the base ruleset, and names what is missing', () => {
+  const inTable = { family: 'inet', table: 'umbra' };
+  const listing = {
+    nftables: [
+      { metainfo: { version: '1.0.6' } },
+      { table: { family: 'inet', name: 'umbra', handle: 1 } },
+      ...PINHOLE_SETS.map((set) => ({ set: { ...inTable, ...set, handle: 2 } })),
+      ...BASE_CHAINS.map((chain) => ({ chain: { ...inTable, ...chain, handle: 3 } })),
+      ...BASE_CHAINS.flatMap((chain) =>
+        (BASE_RULES[chain.name] ?? []).map((rule, n) => ({
+          rule: { ...inTable, chain: chain.name, handle: 10 + n, expr: rule.expr },
+        })),
+      ),
+    ],
+  };
+  assert.deepEqual(describeDrift(listing), []);
+  assert.deepEqual(describeDrift(undefined), ['table inet umbra is missing']);
+
+  const withoutForward = {
+    nftables: listing.nftables.filter((item) => !JSON.stringify(item).includes('"forward"')),
+  };
+  assert.deepEqual(describeDrift(withoutForward), ['chain forward is missing']);
+});

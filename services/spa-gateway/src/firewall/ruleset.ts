@@ -1,0 +1,229 @@
+// The gateway's base ruleset, `table inet umbra`, in the nftables JSON schema (libnftables-json(5)).
+//
+// Everything not explicitly let in is dropped in silence: no ICMP echo, no TCP reset, no reject,
+// so from outside the gateway looks like an unused address. Only a pinhole — an element in
+// pinholes4/pinholes6 that the kernel expires by itself — lets a new flow in.
+//
+// Each rule is written twice, as nft text (for docs and the drift report) and as JSON exactly as
+// `nft -j list` prints it back, so a listing can be compared with the desired rules structurally.
+// A test loads the text form with `nft -f` and checks that the kernel lists the JSON form.
+
+import { isDeepStrictEqual } from 'node:util';
+
+export const TABLE_FAMILY = 'inet';
+export const TABLE_NAME = 'umbra';
+export const PINHOLES4 = 'pinholes4';
+export const PINHOLES6 = 'pinholes6';
+
+const table = { family: TABLE_FAMILY, name: TABLE_NAME };
+const inTable = { family: TABLE_FAMILY, table: TABLE_NAME };
+
+export interface SetSpec {
+  name: string;
+  type: string[];
+  flags: string[];
+}
+
+export interface ChainSpec {
+  name: string;
+  type: 'filter';
+  hook: 'input' | 'forward';
+  prio: number;
+  policy: 'drop';
+}
+
+export interface RuleSpec {
+  /** The rule in nft syntax, as `nft list` prints it. */
+  text: string;
+  /** The rule's `expr` array, as `nft -j list` prints it. */
+  expr: object[];
+}
+
+export const PINHOLE_SETS: readonly SetSpec[] = [
+  { name: PINHOLES4, type: ['ipv4_addr', 'inet_proto', 'inet_service'], flags: ['timeout'] },
+  { name: PINHOLES6, type: ['ipv6_addr', 'inet_proto', 'inet_service'], flags: ['timeout'] },
+];
+
+const FILTER_PRIORITY = 0;
+
+export const BASE_CHAINS: readonly ChainSpec[] = [
+  { name: 'input', type: 'filter', hook: 'input', prio: FILTER_PRIORITY, policy: 'drop' },
+  // Backends behind the gateway are reached by DNAT, so forwarded flows need the same pinholes.
+  { name: 'forward', type: 'filter', hook: 'forward', prio: FILTER_PRIORITY, policy: 'drop' },
+];
+
+const meta = (key: string) => ({ meta: { key } });
+const payload = (protocol: string, field: string) => ({ payload: { protocol, field } });
+const ctState = { ct: { key: 'state' } };
+
+const loopbackAccept: RuleSpec = {
+  text: 'iif "lo" accept',
+  expr: [{ match: { op: '==', left: meta('iif'), right: 'lo' } }, { accept: null }],
+};
+
+// Invalid before established: a packet conntrack cannot place must not ride on an existing flow.
+const invalidDrop: RuleSpec = {
+  text: 'ct state invalid drop',
+  expr: [{ match: { op: 'in', left: ctState, right: 'invalid' } }, { drop: null }],
+};
+
+// Flows a pinhole let in outlive the pinhole: the set element only gates the first packet.
+const establishedAccept: RuleSpec = {
+  text: 'ct state established,related accept',
+  expr: [{ match: { op: 'in', left: ctState, right: ['established', 'related'] } }, { accept: null }],
+};
+
+function pinholeAccept(addressProtocol: 'ip' | 'ip6', set: string): RuleSpec {
+  return {
+    text: `${addressProtocol} saddr . meta l4proto . th dport @${set} accept`,
+    expr: [
+      {
+        match: {
+          op: '==',
+          left: { concat: [payload(addressProtocol, 'saddr'), meta('l4proto'), payload('th', 'dport')] },
+          right: `@${set}`,
+        },
+      },
+      { accept: null },
+    ],
+  };
+}
+
+// IPv6 cannot resolve neighbours without these, just as IPv4 needs ARP (which inet tables never
+// see). Hop limit 255 proves the sender is on the link: a router would have decremented it.
+// Listed in ICMPv6 type order (133..136) because that is how nft prints the anonymous set back.
+const neighbourDiscoveryAccept: RuleSpec = {
+  text:
+    'icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } ' +
+    'ip6 hoplimit 255 accept',
+  expr: [
+    {
+      match: {
+        op: '==',
+        left: payload('icmpv6', 'type'),
+        right: {
+          set: ['nd-router-solicit', 'nd-router-advert', 'nd-neighbor-solicit', 'nd-neighbor-advert'],
+        },
+      },
+    },
+    { match: { op: '==', left: payload('ip6', 'hoplimit'), right: 255 } },
+    { accept: null },
+  ],
+};
+
+export const BASE_RULES: Readonly<Record<ChainSpec['name'], readonly RuleSpec[]>> = {
+  input: [
+    loopbackAccept,
+    invalidDrop,
+    establishedAccept,
+    pinholeAccept('ip', PINHOLES4),
+    pinholeAccept('ip6', PINHOLES6),
+    neighbourDiscoveryAccept,
+  ],
+  forward: [invalidDrop, establishedAccept, pinholeAccept('ip', PINHOLES4), pinholeAccept('ip6', PINHOLES6)],
+};
+
+function rulesOf(chain: ChainSpec): readonly RuleSpec[] {
+  return BASE_RULES[chain.name] ?? [];
+}
+
+/**
+ * The transaction that installs the base ruleset or repairs it in place. `add` of an existing
+ * table, set or chain is a no-op (and `add chain` resets a changed policy), so the pinhole sets
+ * keep their elements; each chain is flushed and refilled inside the same transaction, so the
+ * kernel never runs without the drop policy or with a rule missing or doubled.
+ */
+export function installCommands(): { nftables: object[] } {
+  const commands: object[] = [{ add: { table } }];
+  for (const set of PINHOLE_SETS) {
+    commands.push({ add: { set: { ...inTable, name: set.name, type: set.type, flags: set.flags } } });
+  }
+  for (const chain of BASE_CHAINS) commands.push({ add: { chain: { ...inTable, ...chain } } });
+  for (const chain of BASE_CHAINS) {
+    commands.push({ flush: { chain: { ...inTable, name: chain.name } } });
+    for (const rule of rulesOf(chain)) {
+      commands.push({ add: { rule: { ...inTable, chain: chain.name, expr: rule.expr } } });
+    }
+  }
+  return { nftables: commands };
+}
+
+/** The base ruleset in nft syntax, as `nft list table inet umbra` prints it with no pinholes. */
+export function baseRulesetText(): string {
+  const blocks: string[] = [];
+  for (const set of PINHOLE_SETS) {
+    blocks.push(
+      `\tset ${set.name} {\n\t\ttype ${set.type.join(' . ')}\n\t\tflags ${set.flags.join(',')}\n\t}\n`,
+    );
+  }
+  for (const chain of BASE_CHAINS) {
+    const lines = [
+      `\t\ttype ${chain.type} hook ${chain.hook} priority ${chain.prio === FILTER_PRIORITY ? 'filter' : chain.prio}; policy ${chain.policy};`,
+    ];
+    for (const rule of rulesOf(chain)) lines.push(`\t\t${rule.text}`);
+    blocks.push(`\tchain ${chain.name} {\n${lines.join('\n')}\n\t}\n`);
+  }
+  return `table ${TABLE_FAMILY} ${TABLE_NAME} {\n${blocks.join('\n')}}\n`;
+}
+
+/**
+ * Compares `nft -j list table inet umbra` output with the base ruleset and says, in nft terms,
+ * what differs. An empty list means installed and intact. Chains and sets the base ruleset does
+ * not define are ignored: later features may add their own.
+ */
+export function describeDrift(listing: object | undefined): string[] {
+  const items = listedItems(listing);
+  const ours = (o: Record<string, unknown>) => o.family === TABLE_FAMILY && o.table === TABLE_NAME;
+  if (!items.some((i) => i.table && i.table.family === TABLE_FAMILY && i.table.name === TABLE_NAME)) {
+    return [`table ${TABLE_FAMILY} ${TABLE_NAME} is missing`];
+  }
+  const drift: string[] = [];
+  for (const set of PINHOLE_SETS) {
+    const listed = items.find((i) => i.set && ours(i.set) && i.set.name === set.name)?.set;
+    if (listed === undefined) drift.push(`set ${set.name} is missing`);
+    else if (!isDeepStrictEqual(listed.type, set.type) || !isDeepStrictEqual(listed.flags, set.flags)) {
+      drift.push(`set ${set.name} is not { type ${set.type.join(' . ')}; flags ${set.flags.join(',')} }`);
+    }
+  }
+  for (const chain of BASE_CHAINS) {
+    const listed = items.find((i) => i.chain && ours(i.chain) && i.chain.name === chain.name)?.chain;
+    if (listed === undefined) {
+      drift.push(`chain ${chain.name} is missing`);
+      continue;
+    }
+    for (const key of ['type', 'hook', 'prio', 'policy'] as const) {
+      if (listed[key] !== chain[key]) {
+        drift.push(`chain ${chain.name}: ${key} is ${String(listed[key])}, expected ${chain[key]}`);
+      }
+    }
+    const rules = items
+      .filter((i) => i.rule && ours(i.rule) && i.rule.chain === chain.name)
+      .map((i) => i.rule!);
+    const expected = rulesOf(chain);
+    for (let n = 0; n < Math.max(rules.length, expected.length); n++) {
+      const want = expected[n];
+      const got = rules[n];
+      if (want === undefined)
+        drift.push(`chain ${chain.name}: unexpected rule #${n + 1} (handle ${got?.handle})`);
+      else if (got === undefined)
+        drift.push(`chain ${chain.name}: rule #${n + 1} \`${want.text}\` is missing`);
+      else if (!isDeepStrictEqual(got.expr, want.expr)) {
+        drift.push(`chain ${chain.name}: rule #${n + 1} (handle ${got.handle}) is not \`${want.text}\``);
+      }
+    }
+  }
+  return drift;
+}
+
+type Listed = Record<string, unknown>;
+interface ListedItem {
+  table?: Listed;
+  set?: Listed;
+  chain?: Listed;
+  rule?: Listed;
+}
+
+function listedItems(listing: object | undefined): ListedItem[] {
+  const items = (listing as { nftables?: unknown } | undefined)?.nftables;
+  return Array.isArray(items) ? (items as ListedItem[]) : [];
+}

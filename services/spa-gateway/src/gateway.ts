@@ -1,0 +1,104 @@
+// Wires the parts together: keys, firewall, replay state, capture, pipeline, and the periodic
+// stats file. The firewall is installed before capture starts, and left in place on exit: the
+// kernel keeps the drop policy and expires pinholes even when this process is gone.
+
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { SpaReceiver } from '@umbra/protocol';
+import type { Logger } from 'pino';
+import { writeFileAtomic } from './atomic-file.ts';
+import { SourceBudget } from './budget.ts';
+import { type KnockCapture, PcapCapture } from './capture.ts';
+import type { GatewayConfig } from './config.ts';
+import type { Firewall } from './firewall/index.ts';
+import { loadGatewayKeys } from './keys.ts';
+import { KnockPipeline } from './pipeline.ts';
+import { Rejections } from './rejections.ts';
+import { ReplayGuard } from './replay.ts';
+
+export const STATS_FILE = 'stats.json';
+const STATS_INTERVAL_MS = 1000;
+
+export interface GatewayStats {
+  startedAt: string;
+  accepted: number;
+  rejected: Record<string, number>;
+  captureDropped: number;
+}
+
+export interface RunningGateway {
+  pipeline: KnockPipeline;
+  stats(): GatewayStats;
+  stop(): void;
+}
+
+export interface GatewayDependencies {
+  log: Logger;
+  firewall: Firewall;
+  capture?: KnockCapture;
+  now?: () => number;
+}
+
+export function startGateway(config: GatewayConfig, deps: GatewayDependencies): RunningGateway {
+  const { log, firewall } = deps;
+  const keys = loadGatewayKeys(config.keyDir);
+  mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+
+  firewall.install();
+  const replay = new ReplayGuard({ stateDir: config.stateDir, windowMs: config.timeWindowSeconds * 1000, now: deps.now });
+  const rejections = new Rejections(log, config.log.rejectionsPerSecond);
+  const pipeline = new KnockPipeline({
+    receiver: new SpaReceiver(keys.privateKey),
+    clients: config.clients,
+    budget: new SourceBudget({ perSecond: config.budget.knocksPerSecond, burst: config.budget.burst, now: deps.now }),
+    replay,
+    firewall,
+    rejections,
+    log,
+    requireSourceBinding: config.requireSourceBinding,
+  });
+
+  const capture = deps.capture ?? new PcapCapture({ interface: config.interface, port: config.spaPort });
+  capture.start((datagram) => pipeline.handle(datagram));
+
+  const startedAt = new Date().toISOString();
+  const stats = (): GatewayStats => ({
+    startedAt,
+    accepted: pipeline.accepted,
+    rejected: { ...rejections.counts },
+    captureDropped: capture.dropped(),
+  });
+  let lastWritten = '';
+  const writeStats = () => {
+    rejections.flush();
+    const text = `${JSON.stringify(stats())}\n`;
+    if (text === lastWritten) return;
+    try {
+      writeFileAtomic(join(config.stateDir, STATS_FILE), text, 0o644);
+      lastWritten = text;
+    } catch (error) {
+      log.warn({ err: error }, 'could not write the stats file');
+    }
+  };
+  const timer = setInterval(writeStats, STATS_INTERVAL_MS);
+  timer.unref();
+
+  log.info(
+    {
+      interface: config.interface,
+      spaPort: config.spaPort,
+      clients: config.clients.length,
+      attestation: 'none: standalone mode with software keys',
+    },
+    'gateway dark and listening for knocks',
+  );
+  return {
+    pipeline,
+    stats,
+    stop() {
+      clearInterval(timer);
+      capture.close();
+      writeStats();
+    },
+  };
+}

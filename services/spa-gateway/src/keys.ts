@@ -1,0 +1,45 @@
+// The gateway's own key pair on disk: `gateway.key` (private, mode 0600) and `gateway.pub`.
+
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  encodeKey,
+  formatGatewayKeyFile,
+  generateGatewayKeyPair,
+  parseGatewayKeyFile,
+  writeSecretFile,
+} from '@umbra/protocol';
+import { writeFileAtomic } from './atomic-file.ts';
+
+export const PRIVATE_KEY_FILE = 'gateway.key';
+export const PUBLIC_KEY_FILE = 'gateway.pub';
+
+export interface GatewayKeys {
+  privateKey: Buffer;
+  publicKey: Buffer;
+}
+
+/** Creates the key pair in `dir`; refuses to replace one unless `overwrite`, since clients pin the old key. */
+export async function createGatewayKeys(dir: string, overwrite = false): Promise<GatewayKeys> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const keys = generateGatewayKeyPair();
+  await writeSecretFile(join(dir, PRIVATE_KEY_FILE), formatGatewayKeyFile(keys), { overwrite });
+  writeFileAtomic(join(dir, PUBLIC_KEY_FILE), `${encodeKey(keys.publicKey)}\n`, 0o644);
+  return keys;
+}
+
+export function loadGatewayKeys(dir: string): GatewayKeys {
+  const path = join(dir, PRIVATE_KEY_FILE);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new Error(`${path}: no gateway key; create one with \`umbra-gateway keygen --dir ${dir}\``);
+    throw new Error(`${path}: cannot read the gateway key: ${(error as NodeJS.ErrnoException).code}`);
+  }
+  const mode = statSync(path).mode & 0o777;
+  if (mode & 0o077)
+    throw new Error(`${path}: permissions ${mode.toString(8).padStart(4, '0')} let other users read the private key; run \`chmod 600 ${path}\``);
+  return parseGatewayKeyFile(text, path);
+}

@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { ReplayGuard } from './replay.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'umbra-replay-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const id = 'ab'.repeat(16);
+
+test('timestamps outside the window are refused', () => {
+  const now = 1_000_000;
+  const guard = new ReplayGuard({ stateDir: mkdtempSync(join(dir, 'w')), windowMs: 30_000, now: () => now });
+  assert.equal(guard.check(id, now - 30_001, 'n1'), 'time-window');
+  assert.equal(guard.check(id, now + 30_001, 'n1'), 'time-window');
+  assert.equal(guard.check(id, now - 30_000, 'n1'), 'fresh');
+  assert.equal(guard.check(id, now + 30_000, 'n1'), 'fresh');
+});
+
+test('timestamps must grow per identity, and nonces are not reused', () => {
+  const now = 1_000_000;
+  const guard = new ReplayGuard({ stateDir: mkdtempSync(join(dir, 'g')), windowMs: 30_000, now: () => now });
+  guard.record(id, now, 'n1');
+  assert.equal(guard.check(id, now, 'n2'), 'replay');
+  assert.equal(guard.check(id, now - 1, 'n2'), 'replay');
+  assert.equal(guard.check(id, now + 1, 'n1'), 'replay', 'a reused nonce');
+  assert.equal(guard.check(id, now + 1, 'n2'), 'fresh');
+  assert.equal(guard.check('cd'.repeat(16), now, 'n3'), 'fresh', 'another identity has its own mark');
+});
+
+test('the marks survive a restart, in a file only the gateway can read', () => {
+  const now = 1_000_000;
+  const stateDir = mkdtempSync(join(dir, 'p'));
+  new ReplayGuard({ stateDir, windowMs: 30_000, now: () => now }).record(id, now, 'n1');
+  assert.equal(statSync(join(stateDir, 'replay.json')).mode & 0o777, 0o600);
+  const restarted = new ReplayGuard({ stateDir, windowMs: 30_000, now: () => now + 5 });
+  assert.equal(restarted.check(id, now, 'other-nonce'), 'replay');
+  assert.equal(restarted.check(id, now + 1, 'other-nonce'), 'fresh');
+});
+
+test('a corrupt state file stops the gateway instead of forgetting', () => {
+  const stateDir = mkdtempSync(join(dir, 'c'));
+  writeFileSync(join(stateDir, 'replay.json'), '{"version":1,"identities":{');
+  assert.throws(() => new ReplayGuard({ stateDir, windowMs: 30_000 }), /replay state is corrupt/);
+});
+
+test('marks older than the window are pruned from the file', () => {
+  let now = 1_000_000;
+  const stateDir = mkdtempSync(join(dir, 'q'));
+  const guard = new ReplayGuard({ stateDir, windowMs: 30_000, now: () => now });
+  guard.record(id, now, 'n1');
+  now += 60_000;
+  guard.record('cd'.repeat(16), now, 'n2');
+  const state = JSON.parse(readFileSync(join(stateDir, 'replay.json'), 'utf8'));
+  assert.deepEqual(Object.keys(state.identities), ['cd'.repeat(16)]);
+});
