@@ -41,7 +41,13 @@ class UsageError extends Error {}
 
 function parse<T extends ParseArgsOptionsConfig>(command: string, args: string[], options: T) {
   try {
-    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } } as T & { help: { type: 'boolean'; short: 'h' } }, strict: true }).values;
+    return parseArgs({
+      args,
+      options: { ...options, help: { type: 'boolean', short: 'h' } } as T & {
+        help: { type: 'boolean'; short: 'h' };
+      },
+      strict: true,
+    }).values;
   } catch (error) {
     throw new UsageError(`${(error as Error).message}\n\n${HELP[command]}`);
   }
@@ -49,7 +55,8 @@ function parse<T extends ParseArgsOptionsConfig>(command: string, args: string[]
 
 function required(command: string, values: Record<string, unknown>, name: string): string {
   const value = values[name];
-  if (typeof value !== 'string' || value === '') throw new UsageError(`missing --${name}\n\n${HELP[command]}`);
+  if (typeof value !== 'string' || value === '')
+    throw new UsageError(`missing --${name}\n\n${HELP[command]}`);
   return value;
 }
 
@@ -89,7 +96,9 @@ async function main(argv: string[]): Promise<number> {
   const gatewayKey = readGatewayKey(required(command, values, 'gateway-key'));
   const access = required(command, values, 'access');
   if (!parseAccess(access))
-    throw new UsageError(`--access "${access}": expected PROTO/PORT with PROTO tcp or udp and PORT 1-65535, e.g. tcp/22`);
+    throw new UsageError(
+      `--access "${access}": expected PROTO/PORT with PROTO tcp or udp and PORT 1-65535, e.g. tcp/22`,
+    );
   const identity = loadIdentityFile(required(command, values, 'identity'));
 
   const source = values.source;
@@ -98,7 +107,8 @@ async function main(argv: string[]): Promise<number> {
   let claimedSource: string | undefined;
   if (source === 'auto') claimedSource = await localAddressToward(gateway!);
   else if (source !== undefined) {
-    if (!isIP(source)) throw new UsageError(`--source "${source}": expected an IPv4 or IPv6 address, or auto`);
+    if (!isIP(source))
+      throw new UsageError(`--source "${source}": expected an IPv4 or IPv6 address, or auto`);
     claimedSource = source;
   }
 

@@ -1,7 +1,13 @@
 // The device identity file written by `umbra keygen`.
 
 import { readFileSync, statSync } from 'node:fs';
-import { formatIdentityFile, generateIdentity, type Identity, parseIdentityFile, writeSecretFile } from '@umbra/protocol';
+import {
+  formatIdentityFile,
+  generateIdentity,
+  type Identity,
+  parseIdentityFile,
+  writeSecretFile,
+} from '@umbra/protocol';
 
 export async function createIdentityFile(path: string, overwrite = false): Promise<Identity> {
   const identity = generateIdentity();
@@ -15,7 +21,8 @@ export function loadIdentityFile(path: string): Identity {
     text = readFileSync(path, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new Error(`--identity ${path}: no such file; create one with \`umbra keygen --out ${path}\``);
+    if (code === 'ENOENT')
+      throw new Error(`--identity ${path}: no such file; create one with \`umbra keygen --out ${path}\``);
     throw new Error(`--identity ${path}: cannot read it (${code})`);
   }
   const mode = statSync(path).mode & 0o777;

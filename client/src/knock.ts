@@ -46,7 +46,9 @@ export async function sendKnock(gateway: ResolvedGateway, packet: Uint8Array): P
       socket.send(packet, gateway.port, gateway.address, (error) => (error ? reject(error) : resolve()));
     });
   } catch (error) {
-    throw new Error(`cannot send the knock to ${gateway.address} port ${gateway.port}: ${(error as Error).message}`);
+    throw new Error(
+      `cannot send the knock to ${gateway.address} port ${gateway.port}: ${(error as Error).message}`,
+    );
   } finally {
     socket.close();
   }

@@ -1,11 +1,13 @@
 /*
  * flood: sends worst-case garbage at a fixed rate, for the knock benchmark.
  *
- *   flood ADDRESS PORT PACKETS_PER_SECOND SECONDS SIZE [FIRST_BYTE]
+ *   flood ADDRESS PORT PACKETS_PER_SECOND SECONDS SIZE [SHAPE]
  *
- * Every datagram has the given size and goes to the given port; its bytes are random except the
- * first (the SPA version byte, when given), so each one passes the cheap size and version checks
- * and must be rejected by the MAC. Batches of 64 with sendmmsg, paced against the monotonic
+ * Every datagram has the given size and goes to the given port. SHAPE makes it the worst case for
+ * the receiver, one that passes every cheap check and must be rejected by the MAC:
+ *   spa1    Umbra SPA v1: version byte 1, then random bytes (fails mac1)
+ *   base64  fwknop: random characters of the base64 alphabet (fails the HMAC)
+ *   random  random bytes (the default) Batches of 64 with sendmmsg, paced against the monotonic
  * clock. Bounded: it stops after SECONDS, and refuses rates above 1,000,000/s or runs over 60 s.
  * Prints one JSON line: packets sent and the achieved rate.
  */
@@ -40,7 +42,7 @@ static unsigned char next_byte(void) {
 
 int main(int argc, char **argv) {
   if (argc < 6) {
-    fprintf(stderr, "usage: flood ADDRESS PORT PACKETS_PER_SECOND SECONDS SIZE [FIRST_BYTE]\n");
+    fprintf(stderr, "usage: flood ADDRESS PORT PACKETS_PER_SECOND SECONDS SIZE [spa1|base64|random]\n");
     return 2;
   }
   const char *address = argv[1];
@@ -48,7 +50,12 @@ int main(int argc, char **argv) {
   double rate = atof(argv[3]);
   double seconds = atof(argv[4]);
   int size = atoi(argv[5]);
-  int first_byte = argc > 6 ? atoi(argv[6]) : -1;
+  const char *shape = argc > 6 ? argv[6] : "random";
+  if (strcmp(shape, "spa1") != 0 && strcmp(shape, "base64") != 0 && strcmp(shape, "random") != 0) {
+    fprintf(stderr, "flood: SHAPE must be spa1, base64 or random\n");
+    return 2;
+  }
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   if (port < 1 || port > 65535 || rate <= 0 || rate > 1e6 || seconds <= 0 || seconds > 60 || size < 1 || size > MAX_SIZE) {
     fprintf(stderr, "flood: out of range (port 1-65535, rate <= 1e6/s, seconds <= 60, size 1-%d)\n", MAX_SIZE);
     return 2;
@@ -81,7 +88,9 @@ int main(int argc, char **argv) {
   static unsigned char payloads[VARIANTS][MAX_SIZE];
   for (int v = 0; v < VARIANTS; v++) {
     for (int i = 0; i < size; i++) payloads[v][i] = next_byte();
-    if (first_byte >= 0) payloads[v][0] = (unsigned char)first_byte;
+    if (strcmp(shape, "spa1") == 0) payloads[v][0] = 1;
+    if (strcmp(shape, "base64") == 0)
+      for (int i = 0; i < size; i++) payloads[v][i] = alphabet[payloads[v][i] % 64];
   }
   struct mmsghdr messages[BATCH];
   struct iovec vectors[BATCH];

@@ -151,8 +151,8 @@ export interface ConnectLoopOptions {
   deadlineMs: number;
   /** Abandon an unanswered attempt after this long; default 5 ms. */
   attemptMs?: number;
-  /** Start a new attempt this often; default 1 ms. */
-  intervalMs?: number;
+  /** Start a new attempt this often, in microseconds; default 1000. Below 1000 the loop polls (one busy core). */
+  intervalUs?: number;
   /** The SPA port: go(knock) then sends the knock there itself and starts the clock at the send. */
   knockPort?: number;
 }
@@ -175,7 +175,7 @@ export async function startConnectLoop(
 ): Promise<ConnectLoop> {
   const args: (string | number)[] = [addr, port, options.deadlineMs, '--wait-go', '1'];
   if (options.attemptMs) args.push('--attempt-ms', options.attemptMs);
-  if (options.intervalMs) args.push('--interval-ms', options.intervalMs);
+  if (options.intervalUs) args.push('--interval-us', options.intervalUs);
   if (options.knockPort) args.push('--knock-port', options.knockPort);
   const child = host.spawn(nodeTool('connect-loop.ts', args), { stdio: ['pipe', 'pipe', 'pipe'] });
   const output = LineReader.ofChild(`connect-loop on ${host.name}`, child);

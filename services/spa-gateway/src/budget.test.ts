@@ -5,7 +5,10 @@ import { SourceBudget } from './budget.ts';
 test('a source gets its burst, then its rate', () => {
   let now = 0;
   const budget = new SourceBudget({ perSecond: 2, burst: 3, now: () => now });
-  assert.deepEqual([1, 2, 3, 4].map(() => budget.take('192.0.2.1')), [true, true, true, false]);
+  assert.deepEqual(
+    [1, 2, 3, 4].map(() => budget.take('192.0.2.1')),
+    [true, true, true, false],
+  );
   assert.equal(budget.take('192.0.2.2'), true, 'another source has its own budget');
   now += 500;
   assert.equal(budget.take('192.0.2.1'), true);

@@ -58,8 +58,12 @@ export class PcapCapture implements KnockCapture {
     }) as PcapSession;
     const link = linkTypeOf(session.link_type, this.options.interface);
     session.on('packet', (packet) => {
-      const datagram = parseDatagram(packet.buf, packet.header.readUInt32LE(8), link);
-      if (datagram) onDatagram(datagram);
+      const header = packet.header;
+      const datagram = parseDatagram(packet.buf, header.readUInt32LE(8), link);
+      if (!datagram) return;
+      // The kernel's receive timestamp: lets the log say how long a knock took to turn into a pinhole.
+      datagram.receivedAtMs = header.readUInt32LE(0) * 1000 + header.readUInt32LE(4) / 1000;
+      onDatagram(datagram);
     });
     this.session = session;
   }

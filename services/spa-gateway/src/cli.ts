@@ -46,7 +46,13 @@ class UsageError extends Error {}
 
 function parse<T extends ParseArgsOptionsConfig>(command: string, args: string[], options: T) {
   try {
-    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } } as T & { help: { type: 'boolean'; short: 'h' } }, strict: true }).values;
+    return parseArgs({
+      args,
+      options: { ...options, help: { type: 'boolean', short: 'h' } } as T & {
+        help: { type: 'boolean'; short: 'h' };
+      },
+      strict: true,
+    }).values;
   } catch (error) {
     throw new UsageError(`${(error as Error).message}\n\n${HELP[command]}`);
   }
@@ -54,7 +60,8 @@ function parse<T extends ParseArgsOptionsConfig>(command: string, args: string[]
 
 function required(command: string, values: Record<string, unknown>, name: string): string {
   const value = values[name];
-  if (typeof value !== 'string' || value === '') throw new UsageError(`missing --${name}\n\n${HELP[command]}`);
+  if (typeof value !== 'string' || value === '')
+    throw new UsageError(`missing --${name}\n\n${HELP[command]}`);
   return value;
 }
 

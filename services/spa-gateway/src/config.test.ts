@@ -48,8 +48,14 @@ test('errors name the file and the key', () => {
   assert.match(errorOf('keyDir: k\nstateDir: s\n'), /^gw\.yaml: interface: missing/);
   assert.match(errorOf(`${minimal}spaPort: 70000\n`), /gw\.yaml: spaPort: .*65535/);
   assert.match(errorOf(`${minimal}colour: blue\n`), /gw\.yaml: \(top level\): unknown key\(s\) colour/);
-  assert.match(errorOf(minimal.replace(key, 'not-a-key')), /gw\.yaml: clients\[0\]\.publicKey: expected the 44-character/);
-  assert.match(errorOf(minimal.replace('tcp/22', 'tcp/0')), /gw\.yaml: clients\[0\]\.allow\[0\]: expected PROTOCOL\/PORT/);
+  assert.match(
+    errorOf(minimal.replace(key, 'not-a-key')),
+    /gw\.yaml: clients\[0\]\.publicKey: expected the 44-character/,
+  );
+  assert.match(
+    errorOf(minimal.replace('tcp/22', 'tcp/0')),
+    /gw\.yaml: clients\[0\]\.allow\[0\]: expected PROTOCOL\/PORT/,
+  );
   assert.match(errorOf('interface: [\n'), /gw\.yaml: not valid YAML or JSON/);
 });
 

@@ -1,10 +1,10 @@
 // The gateway's configuration file (YAML or JSON), validated at load. Every error names the file
 // and the key, and says what would be accepted, so an operator can fix it without reading code.
 
+import type { KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { decodeKey, ed25519PublicKeyObject, identityIdOf } from '@umbra/protocol';
-import type { KeyObject } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { type AccessRule, parseAccessRule } from './access.ts';
@@ -12,7 +12,8 @@ import { type AccessRule, parseAccessRule } from './access.ts';
 export const DEFAULT_SPA_PORT = 62201;
 
 const accessRule = z.string().refine((text) => parseAccessRule(text) !== null, {
-  message: 'expected PROTOCOL/PORT or PROTOCOL/FIRST-LAST with protocol tcp or udp and ports 1-65535, e.g. "tcp/22"',
+  message:
+    'expected PROTOCOL/PORT or PROTOCOL/FIRST-LAST with protocol tcp or udp and ports 1-65535, e.g. "tcp/22"',
 });
 
 const publicKey = z.string().refine(
@@ -89,7 +90,9 @@ export function loadConfig(path: string): GatewayConfig {
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
-    throw new ConfigError(`${path}: cannot read the configuration: ${(error as NodeJS.ErrnoException).code ?? error}`);
+    throw new ConfigError(
+      `${path}: cannot read the configuration: ${(error as NodeJS.ErrnoException).code ?? error}`,
+    );
   }
   return parseConfig(text, path);
 }
@@ -121,10 +124,14 @@ export function parseConfig(text: string, path: string): GatewayConfig {
   raw.clients.forEach((client, i) => {
     const sameName = seenNames.get(client.name);
     if (sameName !== undefined)
-      throw new ConfigError(`${path}: clients[${i}].name: "${client.name}" is already used by clients[${sameName}]`);
+      throw new ConfigError(
+        `${path}: clients[${i}].name: "${client.name}" is already used by clients[${sameName}]`,
+      );
     const sameKey = seenKeys.get(client.publicKey);
     if (sameKey !== undefined)
-      throw new ConfigError(`${path}: clients[${i}].publicKey: the same key is already given to clients[${sameKey}]`);
+      throw new ConfigError(
+        `${path}: clients[${i}].publicKey: the same key is already given to clients[${sameKey}]`,
+      );
     seenNames.set(client.name, i);
     seenKeys.set(client.publicKey, i);
   });
@@ -137,13 +144,17 @@ export function parseConfig(text: string, path: string): GatewayConfig {
   };
 }
 
-function keyPath(path: readonly PropertyKey[]): string {
+function keyPath(path: readonly (string | number)[]): string {
   if (path.length === 0) return '(top level)';
-  return path.map((part, i) => (typeof part === 'number' ? `[${part}]` : i === 0 ? String(part) : `.${String(part)}`)).join('');
+  return path
+    .map((part, i) => (typeof part === 'number' ? `[${part}]` : i === 0 ? String(part) : `.${String(part)}`))
+    .join('');
 }
 
-function describe(issue: z.core.$ZodIssue): string {
-  if (issue.code === 'unrecognized_keys') return `unknown key(s) ${issue.keys.join(', ')}; see the README for the keys`;
-  if (issue.code === 'invalid_type' && issue.input === undefined) return `missing: this key is required`;
+function describe(issue: z.ZodIssue): string {
+  if (issue.code === 'unrecognized_keys')
+    return `unknown key(s) ${issue.keys.join(', ')}; see the README for the keys`;
+  if (issue.code === 'invalid_type' && issue.received === 'undefined') return 'missing: this key is required';
+  if (issue.code === 'invalid_type') return `expected ${issue.expected}, got ${issue.received}`;
   return issue.message;
 }

@@ -61,9 +61,11 @@ test('fragments, other protocols and truncated frames are dropped', () => {
   const tcp = udp4(Buffer.from('x'), { protocol: 6 });
   assert.equal(parseDatagram(tcp, tcp.length, 'ethernet'), null);
   const whole = udp4(Buffer.alloc(100));
-  for (let length = 0; length < whole.length; length++) assert.equal(parseDatagram(whole, length, 'ethernet'), null);
+  for (let length = 0; length < whole.length; length++)
+    assert.equal(parseDatagram(whole, length, 'ethernet'), null);
   const whole6 = udp6(Buffer.alloc(100));
-  for (let length = 0; length < whole6.length; length++) assert.equal(parseDatagram(whole6, length, 'ethernet'), null);
+  for (let length = 0; length < whole6.length; length++)
+    assert.equal(parseDatagram(whole6, length, 'ethernet'), null);
 });
 
 test('IPv6 text follows RFC 5952', () => {

@@ -13,6 +13,8 @@ export interface Datagram {
   family: 4 | 6;
   /** The UDP payload, a view into the capture buffer. */
   payload: Buffer;
+  /** When the kernel received it (ms since the epoch), if the capture knows. */
+  receivedAtMs?: number;
 }
 
 const ETHERTYPE_IPV4 = 0x0800;
@@ -77,7 +79,11 @@ export function parseDatagram(frame: Buffer, length: number, link: LinkType): Da
     if (end < udp + UDP_HEADER) return null;
     const udpLength = frame.readUInt16BE(udp + 4);
     if (udpLength < UDP_HEADER || udp + udpLength > end) return null;
-    return { family: 6, source: formatIpv6(frame, ip + 8), payload: frame.subarray(udp + UDP_HEADER, udp + udpLength) };
+    return {
+      family: 6,
+      source: formatIpv6(frame, ip + 8),
+      payload: frame.subarray(udp + UDP_HEADER, udp + udpLength),
+    };
   }
   return null;
 }

@@ -45,12 +45,20 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
 
   firewall.install();
-  const replay = new ReplayGuard({ stateDir: config.stateDir, windowMs: config.timeWindowSeconds * 1000, now: deps.now });
+  const replay = new ReplayGuard({
+    stateDir: config.stateDir,
+    windowMs: config.timeWindowSeconds * 1000,
+    now: deps.now,
+  });
   const rejections = new Rejections(log, config.log.rejectionsPerSecond);
   const pipeline = new KnockPipeline({
     receiver: new SpaReceiver(keys.privateKey),
     clients: config.clients,
-    budget: new SourceBudget({ perSecond: config.budget.knocksPerSecond, burst: config.budget.burst, now: deps.now }),
+    budget: new SourceBudget({
+      perSecond: config.budget.knocksPerSecond,
+      burst: config.budget.burst,
+      now: deps.now,
+    }),
     replay,
     firewall,
     rejections,
@@ -98,6 +106,7 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
     stop() {
       clearInterval(timer);
       capture.close();
+      replay.close();
       writeStats();
     },
   };

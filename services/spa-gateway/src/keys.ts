@@ -40,6 +40,8 @@ export function loadGatewayKeys(dir: string): GatewayKeys {
   }
   const mode = statSync(path).mode & 0o777;
   if (mode & 0o077)
-    throw new Error(`${path}: permissions ${mode.toString(8).padStart(4, '0')} let other users read the private key; run \`chmod 600 ${path}\``);
+    throw new Error(
+      `${path}: permissions ${mode.toString(8).padStart(4, '0')} let other users read the private key; run \`chmod 600 ${path}\``,
+    );
   return parseGatewayKeyFile(text, path);
 }

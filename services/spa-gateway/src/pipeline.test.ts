@@ -66,7 +66,7 @@ function build(options: { stateDir?: string; requireSourceBinding?: boolean; bur
     receiver: new SpaReceiver(gatewayKeys.privateKey),
     clients: [clientOf('alice', alice, ['tcp/22', 'udp/5000-5010'], 10)],
     budget: new SourceBudget({ perSecond: 1, burst: options.burst ?? 100, now }),
-    replay: new ReplayGuard({ stateDir, windowMs: 30_000, now }),
+    replay: new ReplayGuard({ stateDir, windowMs: 30_000, now, notBeforeMs: 0 }),
     firewall,
     rejections,
     log,
@@ -116,7 +116,7 @@ test('garbage is dropped at the cheapest check that catches it', () => {
   rig.capture.inject('192.0.2.30', Buffer.alloc(10));
   rig.capture.inject('192.0.2.30', Buffer.alloc(600, 1));
   const wrongMac = knockBy(alice, { access: 'tcp/22' });
-  wrongMac[5] ^= 1;
+  wrongMac[5] = wrongMac[5]! ^ 1;
   rig.capture.inject('192.0.2.30', wrongMac);
   const wrongGateway = sealKnock({
     gatewayPublicKey: generateGatewayKeyPair().publicKey,
@@ -153,10 +153,9 @@ test('replays are refused: same address, other address, and after a restart', ()
   const restarted = build({ stateDir: rig.stateDir });
   restarted.now = rig.now;
   restarted.capture.inject('192.0.2.66', packet);
-  assert.deepEqual(
-    Object.fromEntries(Object.entries(restarted.rejections.counts).filter(([, n]) => n > 0)),
-    { replay: 1 },
-  );
+  assert.deepEqual(Object.fromEntries(Object.entries(restarted.rejections.counts).filter(([, n]) => n > 0)), {
+    replay: 1,
+  });
   assert.deepEqual(restarted.firewall.list(), []);
 });
 
@@ -169,7 +168,10 @@ test('timestamps outside the window are refused', () => {
 test('a knock bound to one address opens nothing from another', () => {
   rig.capture.inject('192.0.2.99', knockBy(alice, { access: 'tcp/22', claimedSource: '192.0.2.20' }));
   assert.deepEqual(counts(), { 'source-mismatch': 1 });
-  rig.capture.inject('192.0.2.20', knockBy(alice, { access: 'tcp/22', claimedSource: '192.0.2.20', timestampMs: rig.now + 1 }));
+  rig.capture.inject(
+    '192.0.2.20',
+    knockBy(alice, { access: 'tcp/22', claimedSource: '192.0.2.20', timestampMs: rig.now + 1 }),
+  );
   assert.equal(rig.firewall.list().length, 1);
 });
 
@@ -182,7 +184,8 @@ test('requireSourceBinding refuses knocks that name no address', () => {
 
 test('a source over its budget gets no public-key work', () => {
   rig = build({ burst: 2 });
-  for (let i = 0; i < 4; i++) rig.capture.inject('192.0.2.20', knockBy(alice, { access: 'tcp/22', timestampMs: rig.now + i }));
+  for (let i = 0; i < 4; i++)
+    rig.capture.inject('192.0.2.20', knockBy(alice, { access: 'tcp/22', timestampMs: rig.now + i }));
   assert.equal(rig.pipeline.accepted, 2);
   assert.deepEqual(counts(), { budget: 2 });
 });

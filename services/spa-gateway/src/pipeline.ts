@@ -13,7 +13,7 @@ import type { SourceBudget } from './budget.ts';
 import type { Client } from './config.ts';
 import type { Firewall } from './firewall/index.ts';
 import type { Datagram } from './frame.ts';
-import type { RejectReason, Rejections } from './rejections.ts';
+import type { Rejections, RejectReason } from './rejections.ts';
 import type { ReplayGuard } from './replay.ts';
 
 export interface KnockPipelineOptions {
@@ -46,7 +46,10 @@ export class KnockPipeline {
     try {
       reason = this.check(datagram);
     } catch (error) {
-      this.options.log.error({ source: datagram.source, err: error }, 'knock handling failed; nothing was opened');
+      this.options.log.error(
+        { source: datagram.source, err: error },
+        'knock handling failed; nothing was opened',
+      );
       reason = 'internal';
     }
     if (reason) this.options.rejections.reject(datagram.source, reason, this.identified?.name);
@@ -72,7 +75,11 @@ export class KnockPipeline {
     const nonceHex = knock.nonce.toString('hex');
     const freshness = replay.check(identityHex, knock.timestampMs, nonceHex);
     if (freshness !== 'fresh') return freshness;
-    if (knock.claimedSource !== undefined ? knock.claimedSource !== datagram.source : this.options.requireSourceBinding)
+    if (
+      knock.claimedSource !== undefined
+        ? knock.claimedSource !== datagram.source
+        : this.options.requireSourceBinding
+    )
       return 'source-mismatch';
     const access = parseAccess(knock.access);
     if (!access || !allows(client.allow, access.protocol, access.port)) return 'not-allowed';
@@ -80,14 +87,27 @@ export class KnockPipeline {
     // Persist first: if we crash after opening, the knock must still count as used.
     replay.record(identityHex, knock.timestampMs, nonceHex);
     try {
-      firewall.open({ source: datagram.source, protocol: access.protocol, port: access.port, ttlSeconds: client.ttlSeconds });
+      firewall.open({
+        source: datagram.source,
+        protocol: access.protocol,
+        port: access.port,
+        ttlSeconds: client.ttlSeconds,
+      });
     } catch (error) {
       log.error({ source: datagram.source, identity: client.name, err: error }, 'could not open the pinhole');
       return 'firewall';
     }
     this.accepted++;
     log.info(
-      { source: datagram.source, identity: client.name, access: knock.access, ttlSeconds: client.ttlSeconds },
+      {
+        source: datagram.source,
+        identity: client.name,
+        access: knock.access,
+        ttlSeconds: client.ttlSeconds,
+        ...(datagram.receivedAtMs
+          ? { latencyMs: Math.round((Date.now() - datagram.receivedAtMs) * 1000) / 1000 }
+          : {}),
+      },
       'pinhole opened',
     );
     return undefined;

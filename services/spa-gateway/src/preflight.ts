@@ -17,7 +17,8 @@ function effectiveCapabilities(): bigint {
 }
 
 export function checkCapabilities(): void {
-  if (process.platform !== 'linux') throw new PreflightError('umbra-gateway runs on Linux only (it needs nftables and libpcap)');
+  if (process.platform !== 'linux')
+    throw new PreflightError('umbra-gateway runs on Linux only (it needs nftables and libpcap)');
   const caps = effectiveCapabilities();
   const missing: string[] = [];
   if (!(caps & (1n << BigInt(CAP_NET_RAW)))) missing.push('CAP_NET_RAW (to capture knocks)');

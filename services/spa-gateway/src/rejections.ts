@@ -33,7 +33,10 @@ export class Rejections {
   constructor(log: Logger, perSecond: number) {
     this.log = log;
     this.perSecond = perSecond;
-    this.counts = Object.fromEntries(REJECT_REASONS.map((reason) => [reason, 0])) as Record<RejectReason, number>;
+    this.counts = Object.fromEntries(REJECT_REASONS.map((reason) => [reason, 0])) as Record<
+      RejectReason,
+      number
+    >;
   }
 
   reject(source: string, reason: RejectReason, identity?: string): void {
@@ -50,7 +53,8 @@ export class Rejections {
   /** Starts a new rate window once a second has passed, reporting how many lines the last one dropped. */
   flush(now = Date.now()): void {
     if (now - this.windowStartMs < 1000) return;
-    if (this.suppressed > 0) this.log.warn({ suppressed: this.suppressed }, 'knock rejections not logged (rate limit)');
+    if (this.suppressed > 0)
+      this.log.warn({ suppressed: this.suppressed }, 'knock rejections not logged (rate limit)');
     this.windowStartMs = now;
     this.loggedInWindow = 0;
     this.suppressed = 0;

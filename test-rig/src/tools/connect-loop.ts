@@ -1,5 +1,5 @@
 // Knock → first connect, measured from the client's side:
-//   connect-loop.ts ADDR PORT DEADLINE_MS [--attempt-ms 5] [--interval-ms 1] [--wait-go 1]
+//   connect-loop.ts ADDR PORT DEADLINE_MS [--attempt-ms 5] [--interval-us 1000] [--wait-go 1]
 // Starts a fresh TCP connect every ~interval; each attempt is its own socket, abandoned after
 // attempt-ms, because a SYN the firewall dropped would otherwise sit in the kernel's 1 s retransmit
 // timer. Prints one JSON line: {ok, elapsedMs, attempts, refused, startEpochMs, successEpochMs}.
@@ -9,23 +9,25 @@
 // so knock → first connect is measured in one process with no spawn in between.
 
 import { createSocket } from 'node:dgram';
-import { createConnection, isIP, type Socket } from 'node:net';
+import { createConnection, createServer, isIP, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { emit, epochMs, fail, intArg, options } from './args.ts';
 
 const USAGE =
-  'connect-loop.ts ADDR PORT DEADLINE_MS [--attempt-ms N] [--interval-ms N] [--wait-go 1] [--knock-port P]';
+  'connect-loop.ts ADDR PORT DEADLINE_MS [--attempt-ms N] [--interval-us N] [--wait-go 1] [--knock-port P]';
 const MAX_DEADLINE_MS = 120_000;
-/** At most this many sockets in flight: attempt-ms / interval-ms of them normally. */
+/** At most this many sockets in flight: attempt-ms / interval of them normally. */
 const MAX_IN_FLIGHT = 64;
 
 const [addr, portText, deadlineText, ...rest] = process.argv.slice(2);
 if (!addr) fail(USAGE, 'ADDR is missing');
 const port = intArg(USAGE, 'PORT', portText, 1, 65535);
 const deadlineMs = intArg(USAGE, 'DEADLINE_MS', deadlineText, 1, MAX_DEADLINE_MS);
-const opts = options(USAGE, rest, ['attempt-ms', 'interval-ms', 'wait-go', 'knock-port']);
+const opts = options(USAGE, rest, ['attempt-ms', 'interval-us', 'wait-go', 'knock-port']);
 const attemptMs = intArg(USAGE, '--attempt-ms', opts.get('attempt-ms') ?? '5', 1, 1000);
-const intervalMs = intArg(USAGE, '--interval-ms', opts.get('interval-ms') ?? '1', 1, 1000);
+// Timers fire at most once a millisecond; shorter intervals poll the clock from setImmediate,
+// which keeps one core busy for the (short, bounded) life of the loop.
+const intervalUs = intArg(USAGE, '--interval-us', opts.get('interval-us') ?? '1000', 50, 1_000_000);
 const waitGo = opts.get('wait-go') === '1';
 const knockPort = opts.has('knock-port')
   ? intArg(USAGE, '--knock-port', opts.get('knock-port'), 1, 65535)
@@ -41,6 +43,7 @@ let finished = false;
 let started = 0;
 let startEpochMs = 0;
 let ticker: NodeJS.Timeout | undefined;
+let nextAttemptAt = 0;
 let deadlineTimer: NodeJS.Timeout | undefined;
 
 function finish(result: Record<string, unknown>): void {
@@ -83,10 +86,57 @@ function start(knock?: Buffer): void {
   startEpochMs = epochMs();
   deadlineTimer = setTimeout(() => finish({ ok: false, elapsedMs: performance.now() - started }), deadlineMs);
   attempt();
-  ticker = setInterval(attempt, intervalMs);
+  if (intervalUs >= 1000) {
+    ticker = setInterval(attempt, intervalUs / 1000);
+    return;
+  }
+  nextAttemptAt = started + intervalUs / 1000;
+  const poll = () => {
+    if (finished) return;
+    const now = performance.now();
+    if (now >= nextAttemptAt) {
+      nextAttemptAt += intervalUs / 1000;
+      attempt();
+    }
+    setImmediate(poll);
+  };
+  setImmediate(poll);
+}
+
+/**
+ * Runs the connect and send paths a few times over loopback before "ready": a fresh Node process
+ * otherwise spends ~2 ms of its first measurement loading and compiling them, which would be
+ * charged to the gateway under test.
+ */
+async function warmUp(): Promise<void> {
+  const server = createServer((socket) => socket.destroy());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port: localPort } = server.address() as { port: number };
+  for (let i = 0; i < 20; i++) {
+    await new Promise<void>((resolve) => {
+      const socket = createConnection({ host: '127.0.0.1', port: localPort, noDelay: true });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve();
+      });
+      socket.once('error', () => resolve());
+    });
+  }
+  server.close();
+  if (knockSocket) {
+    const sink = createSocket('udp4');
+    await new Promise<void>((resolve) => sink.bind(0, '127.0.0.1', resolve));
+    const sinkPort = sink.address().port;
+    const warm = createSocket('udp4');
+    for (let i = 0; i < 20; i++) warm.send(Buffer.alloc(200), sinkPort, '127.0.0.1');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    warm.close();
+    sink.close();
+  }
 }
 
 if (waitGo) {
+  await warmUp();
   const lines = createInterface({ input: process.stdin });
   // Never wait for "go" longer than the longest deadline, nor past stdin closing.
   const idle = setTimeout(() => finish({ ok: false, elapsedMs: 0, error: 'no go line' }), MAX_DEADLINE_MS);

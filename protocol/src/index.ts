@@ -1,0 +1,54 @@
+// @umbra/protocol: the wire formats every Umbra program shares.
+
+export { ipAddressFromBytes, ipAddressToBytes } from './address.ts';
+export { deriveX25519KeyPair, HpkeRecipient, hpkeSeal } from './hpke.ts';
+export {
+  decodeKey,
+  ed25519PublicKeyObject,
+  encodeKey,
+  formatGatewayKeyFile,
+  formatIdentityFile,
+  type GatewayKeyPair,
+  gatewayKeyIdOf,
+  generateGatewayKeyPair,
+  generateIdentity,
+  ID_BYTES,
+  type Identity,
+  identityIdOf,
+  KEY_TEXT_LENGTH,
+  KeyFormatError,
+  parseGatewayKeyFile,
+  parseIdentityFile,
+  SecretFileError,
+  type WriteSecretFileOptions,
+  writeSecretFile,
+} from './keys.ts';
+export {
+  type Access,
+  type Knock,
+  KnockError,
+  NONCE_BYTES,
+  POSTURE_KEY_MAX_BYTES,
+  POSTURE_MAX_ENTRIES,
+  POSTURE_TEXT_MAX_BYTES,
+  type PostureValue,
+  parseAccess,
+  SIGNATURE_BYTES,
+} from './knock.ts';
+export {
+  type KnockRequest,
+  type OpenedKnock,
+  type OpenFailure,
+  type OpenResult,
+  SPA_AAD,
+  SPA_DEFAULT_PORT,
+  SPA_HEADER_BYTES,
+  SPA_HPKE_INFO,
+  SPA_MAC1_BYTES,
+  SPA_MAX_PACKET_BYTES,
+  SPA_MIN_PACKET_BYTES,
+  SPA_VERSION,
+  SpaReceiver,
+  sealKnock,
+  spaMac1,
+} from './spa.ts';
