@@ -19,6 +19,7 @@ import {
   timingSafeEqual,
   verify,
 } from 'node:crypto';
+import { HmacSha256 } from './hmac-sha256.ts';
 import { HPKE_ENC_BYTES, HPKE_TAG_BYTES, HpkeRecipient, hpkeSeal } from './hpke.ts';
 import { gatewayKeyIdOf, ID_BYTES, type Identity } from './keys.ts';
 import {
@@ -177,7 +178,9 @@ export class SpaReceiver {
   readonly publicKey: Buffer;
   readonly gatewayKeyId: Buffer;
   readonly #hpke: HpkeRecipient;
-  readonly #mac1Key: KeyObject;
+  readonly #mac1: HmacSha256;
+  /** The mac1 this packet should carry, reused by every check. */
+  readonly #expectedMac1 = Buffer.alloc(SPA_MAC1_BYTES);
   /** SIGNATURE_CONTEXT || gateway key id || room for the largest body, reused by every verify. */
   readonly #signed: Buffer;
 
@@ -185,7 +188,7 @@ export class SpaReceiver {
     this.#hpke = new HpkeRecipient(gatewayPrivateKeyRaw, SPA_HPKE_INFO);
     this.publicKey = this.#hpke.publicKey;
     this.gatewayKeyId = gatewayKeyIdOf(this.publicKey);
-    this.#mac1Key = createSecretKey(mac1KeyOf(this.publicKey));
+    this.#mac1 = new HmacSha256(mac1KeyOf(this.publicKey));
     this.#signed = Buffer.alloc(SIGNATURE_CONTEXT.length + ID_BYTES + SPA_MAX_PACKET_BYTES);
     SIGNATURE_CONTEXT.copy(this.#signed, 0);
     this.gatewayKeyId.copy(this.#signed, SIGNATURE_CONTEXT.length);
@@ -203,8 +206,13 @@ export class SpaReceiver {
   /** The sender holds this gateway's public key. Constant time in the mac1 bytes. */
   hasValidMac1(packet: Uint8Array): boolean {
     if (packet.length < SPA_HEADER_BYTES) return false;
-    const expected = createHmac('sha256', this.#mac1Key).update(packet.subarray(MAC1_END)).digest();
-    return timingSafeEqual(expected.subarray(0, SPA_MAC1_BYTES), packet.subarray(MAC1_OFFSET, MAC1_END));
+    // Precomputed keyed states, no allocation: ~1 µs against ~3.6 µs for createHmac (hmac-sha256.ts).
+    const expected = this.#expectedMac1;
+    this.#mac1.digestInto(packet, MAC1_END, packet.length, expected);
+    // Constant time, without the subarray view timingSafeEqual would need.
+    let difference = 0;
+    for (let i = 0; i < SPA_MAC1_BYTES; i++) difference |= expected[i]! ^ packet[MAC1_OFFSET + i]!;
+    return difference === 0;
   }
 
   /** HPKE open, then the strict schema. The knock's buffers are views into the opened plaintext. */

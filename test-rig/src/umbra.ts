@@ -3,7 +3,7 @@
 // black-box tests of the CLI contract.
 
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +11,8 @@ import type { ExecResult, HostHandle } from './topology.ts';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const GATEWAY_BIN = join(REPO_ROOT, 'node_modules/.bin/umbra-gateway');
+/** The gateway as the firmware ships it (`npm run build`): plain JavaScript, no type stripping. */
+export const GATEWAY_BUNDLE = join(REPO_ROOT, 'firmware/dist/umbra-gateway.mjs');
 export const CLIENT_BIN = join(REPO_ROOT, 'node_modules/.bin/umbra');
 const SEND_UDP = join(REPO_ROOT, 'test-rig/src/tools/send-udp.ts');
 
@@ -100,6 +102,8 @@ export interface GatewayOptions {
   spaPort?: number;
   /** Extra configuration keys, merged last. */
   extra?: Record<string, unknown>;
+  /** Run the firmware bundle instead of the workspace's TypeScript (benchmarks measure what ships). */
+  bundle?: boolean;
 }
 
 export class GatewayProcess {
@@ -112,9 +116,18 @@ export class GatewayProcess {
   stderr = '';
   private child: ChildProcess | null = null;
   private waiters: Array<() => void> = [];
+  private readonly command: string[];
 
-  private constructor(host: HostHandle, dir: string, configPath: string, publicKey: string, spaPort: number) {
+  private constructor(
+    host: HostHandle,
+    dir: string,
+    configPath: string,
+    publicKey: string,
+    spaPort: number,
+    command: string[],
+  ) {
     this.host = host;
+    this.command = command;
     this.dir = dir;
     this.configPath = configPath;
     this.publicKey = publicKey;
@@ -139,14 +152,17 @@ export class GatewayProcess {
     mkdirSync(join(dir, 'state'), { recursive: true });
     const configPath = join(dir, 'gateway.json');
     writeFileSync(configPath, JSON.stringify(config, null, 2));
-    const gateway = new GatewayProcess(host, dir, configPath, publicKey, spaPort);
+    if (options.bundle && !existsSync(GATEWAY_BUNDLE))
+      throw new Error(`${GATEWAY_BUNDLE} is missing: run \`npm run build\` first`);
+    const command = options.bundle ? [process.execPath, GATEWAY_BUNDLE] : [GATEWAY_BIN];
+    const gateway = new GatewayProcess(host, dir, configPath, publicKey, spaPort, command);
     await gateway.launch();
     return gateway;
   }
 
   /** Starts (or restarts) the process and waits for its ready line. */
   async launch(): Promise<void> {
-    const child = this.host.spawn([GATEWAY_BIN, 'run', '--config', this.configPath], { env: TOOL_ENV });
+    const child = this.host.spawn([...this.command, 'run', '--config', this.configPath], { env: TOOL_ENV });
     this.child = child;
     let buffered = '';
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {

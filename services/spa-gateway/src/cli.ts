@@ -108,8 +108,7 @@ async function main(argv: string[]): Promise<number> {
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'stopping; the firewall stays and pinholes expire on their own');
-      gateway.stop();
-      resolve();
+      gateway.stop().then(resolve, resolve);
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);

@@ -3,10 +3,10 @@
 // kernel keeps the drop policy and expires pinholes even when this process is gone.
 
 import { mkdirSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SpaReceiver } from '@umbra/protocol';
 import type { Logger } from 'pino';
-import { writeFileAtomic } from './atomic-file.ts';
 import { SourceBudget } from './budget.ts';
 import { type KnockCapture, PcapCapture } from './capture.ts';
 import type { GatewayConfig } from './config.ts';
@@ -15,6 +15,7 @@ import { loadGatewayKeys } from './keys.ts';
 import { KnockPipeline } from './pipeline.ts';
 import { Rejections } from './rejections.ts';
 import { ReplayGuard } from './replay.ts';
+import { selfTest } from './self-test.ts';
 
 export const STATS_FILE = 'stats.json';
 const STATS_INTERVAL_MS = 1000;
@@ -29,7 +30,8 @@ export interface GatewayStats {
 export interface RunningGateway {
   pipeline: KnockPipeline;
   stats(): GatewayStats;
-  stop(): void;
+  /** Stops capturing and writes the last counters; the firewall stays. */
+  stop(): Promise<void>;
 }
 
 export interface GatewayDependencies {
@@ -45,6 +47,8 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
 
   firewall.install();
+  const receiver = new SpaReceiver(keys.privateKey);
+  selfTest(receiver);
   const replay = new ReplayGuard({
     stateDir: config.stateDir,
     windowMs: config.timeWindowSeconds * 1000,
@@ -52,7 +56,7 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
   });
   const rejections = new Rejections(log, config.log.rejectionsPerSecond);
   const pipeline = new KnockPipeline({
-    receiver: new SpaReceiver(keys.privateKey),
+    receiver,
     clients: config.clients,
     budget: new SourceBudget({
       perSecond: config.budget.knocksPerSecond,
@@ -76,17 +80,28 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
     rejected: { ...rejections.counts },
     captureDropped: capture.dropped(),
   });
+  // Written off the event loop and without fsync: the counters are for people and tools to read,
+  // not state to recover, and a blocking write here would stall a knock arriving meanwhile.
+  const statsPath = join(config.stateDir, STATS_FILE);
   let lastWritten = '';
-  const writeStats = () => {
+  let writing: Promise<void> | null = null;
+  const writeStats = (): Promise<void> => {
     rejections.flush();
     const text = `${JSON.stringify(stats())}\n`;
-    if (text === lastWritten) return;
-    try {
-      writeFileAtomic(join(config.stateDir, STATS_FILE), text, 0o644);
-      lastWritten = text;
-    } catch (error) {
-      log.warn({ err: error }, 'could not write the stats file');
-    }
+    if (writing || text === lastWritten) return writing ?? Promise.resolve();
+    const temporary = `${statsPath}.tmp`;
+    writing = writeFile(temporary, text, { mode: 0o644 })
+      .then(() => rename(temporary, statsPath))
+      .then(
+        () => {
+          lastWritten = text;
+        },
+        (error: unknown) => log.warn({ err: error }, 'could not write the stats file'),
+      )
+      .finally(() => {
+        writing = null;
+      });
+    return writing;
   };
   const timer = setInterval(writeStats, STATS_INTERVAL_MS);
   timer.unref();
@@ -103,11 +118,12 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
   return {
     pipeline,
     stats,
-    stop() {
+    async stop() {
       clearInterval(timer);
       capture.close();
       replay.close();
-      writeStats();
+      await writing;
+      await writeStats();
     },
   };
 }
