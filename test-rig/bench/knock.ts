@@ -179,6 +179,9 @@ interface LatencyResult {
   p95: number;
   p99: number;
   rssMiB: number;
+  /** Umbra logs, per pinhole, the time from the kernel's receive timestamp to the pinhole. */
+  gatewayMedian?: number;
+  gatewayP99?: number;
 }
 
 const CONNECT_INTERVAL_US = 100;
@@ -331,6 +334,14 @@ async function main(): Promise<void> {
       log(
         `${contender.name}: median ${fmt(latency.median)} ms, p99 ${fmt(latency.p99)} ms, ${latency.failures} failed`,
       );
+      const processing = contender.processingMs?.();
+      if (processing?.length) {
+        latency.gatewayMedian = percentile(processing, 50);
+        latency.gatewayP99 = percentile(processing, 99);
+        log(
+          `${contender.name}: its own time, kernel receive → pinhole: median ${fmt(latency.gatewayMedian)} ms, p99 ${fmt(latency.gatewayP99)} ms`,
+        );
+      }
       log(
         `${contender.name}: flood of ${FLOOD_RATE}/s for ${FLOOD_SECONDS} s with a valid knock every ${KNOCK_INTERVAL_MS} ms`,
       );
@@ -351,11 +362,13 @@ async function main(): Promise<void> {
 function report(results: Record<string, { latency: LatencyResult; flood?: FloodResult }>): void {
   const rows = Object.entries(results);
   console.log(`\n### Knock → first TCP connect (${KNOCKS} knocks each)\n`);
-  console.log('| gateway | median ms | p95 ms | p99 ms | failed | resident MiB |');
-  console.log('|---|---:|---:|---:|---:|---:|');
+  console.log(
+    "| gateway | median ms | p95 ms | p99 ms | failed | gateway's own median / p99 ms | resident MiB |",
+  );
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
   for (const [name, { latency: l }] of rows)
     console.log(
-      `| ${name === 'floor' ? 'no firewall (floor)' : name} | ${fmt(l.median)} | ${fmt(l.p95)} | ${fmt(l.p99)} | ${l.failures} | ${fmt(l.rssMiB, 1)} |`,
+      `| ${name === 'floor' ? 'no firewall (floor)' : name} | ${fmt(l.median)} | ${fmt(l.p95)} | ${fmt(l.p99)} | ${l.failures} | ${l.gatewayMedian === undefined ? '' : `${fmt(l.gatewayMedian)} / ${fmt(l.gatewayP99!)}`} | ${fmt(l.rssMiB, 1)} |`,
     );
   const umbra = results.umbra?.latency;
   const fwknop = results.fwknop?.latency;
