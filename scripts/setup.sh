@@ -56,7 +56,10 @@ stamp=node_modules/.umbra-setup
 if [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || [ package-lock.json -nt "$stamp" ] \
    || ! cmp -s <(cat */package.json services/*/package.json) "$stamp"; then
   log "installing npm dependencies"
-  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
+  # `npm install`, not `npm ci`: npm 11 leaves other platforms' optional packages (Biome's, esbuild's)
+  # out of the lock file when the registry mirror lacks them, and `npm ci` then refuses the lock.
+  # The versions are pinned in package.json and the lock still guides the install.
+  npm install --no-audit --no-fund --loglevel=error
   cat */package.json services/*/package.json > "$stamp"
 fi
 log "ready: node $(node --version), nft $(nft --version | awk '{print $2}')"

@@ -99,6 +99,10 @@ export class HmacSha256 {
 
   /** Writes the first `out.length` (at most 32) bytes of HMAC(key, bytes[start..end)) into `out`. */
   digestInto(bytes: Uint8Array, start: number, end: number, out: Uint8Array): void {
+    if (!(start >= 0 && start <= end && end <= bytes.length && out.length <= DIGEST_BYTES))
+      throw new RangeError(
+        `HmacSha256: bad range ${start}..${end} of ${bytes.length} bytes, or more than 32 out`,
+      );
     const state = this.#state;
     const w = this.#w;
     const tail = this.#tail;

@@ -19,6 +19,7 @@ export {
   KeyFormatError,
   parseGatewayKeyFile,
   parseIdentityFile,
+  readSecretFile,
   SecretFileError,
   type WriteSecretFileOptions,
   writeSecretFile,

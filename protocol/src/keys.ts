@@ -14,7 +14,12 @@ import {
 } from './key-objects.ts';
 
 export { ed25519PublicKeyObject } from './key-objects.ts';
-export { SecretFileError, type WriteSecretFileOptions, writeSecretFile } from './secret-file.ts';
+export {
+  readSecretFile,
+  SecretFileError,
+  type WriteSecretFileOptions,
+  writeSecretFile,
+} from './secret-file.ts';
 
 export const KEY_TEXT_LENGTH = 44; // base64 of 32 bytes, one '=' of padding
 export const ID_BYTES = 16;

@@ -7,6 +7,7 @@
 // name exists — a check-then-rename would race with another writer.
 
 import { randomBytes } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
 import { type FileHandle, link, lstat, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -122,4 +123,27 @@ async function syncDirectory(dir: string): Promise<void> {
   } finally {
     await handle?.close();
   }
+}
+
+/**
+ * Reads a file that holds a private key, refusing one that other users could read (as ssh does):
+ * a key that leaked is worse than a service that does not start. `what` names the input in errors,
+ * e.g. "--identity /home/alice/.umbra/identity"; `createHint` says how to make a missing one.
+ */
+export function readSecretFile(path: string, what: string, createHint: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = errnoCode(error);
+    if (code === 'ENOENT') throw new SecretFileError(`${what}: no such file; ${createHint}`, code, error);
+    throw new SecretFileError(`${what}: cannot read it (${code})`, code, error);
+  }
+  const mode = statSync(path).mode & 0o777;
+  if (mode & 0o077)
+    throw new SecretFileError(
+      `${what}: permissions ${mode.toString(8).padStart(4, '0')} let other users read the private key; run \`chmod 600 ${path}\``,
+      'EPERM',
+    );
+  return text;
 }

@@ -16,7 +16,6 @@ import {
   type KeyObject,
   randomBytes,
   sign,
-  timingSafeEqual,
   verify,
 } from 'node:crypto';
 import { HmacSha256 } from './hmac-sha256.ts';

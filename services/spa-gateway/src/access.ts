@@ -8,7 +8,8 @@ export interface AccessRule {
   toPort: number;
 }
 
-const RULE = /^(tcp|udp)\/(\d{1,5})(?:-(\d{1,5}))?$/;
+// Ports without leading zeros, as the knock's own access field is written (`tcp/22`, never `tcp/022`).
+const RULE = /^(tcp|udp)\/([1-9]\d{0,4})(?:-([1-9]\d{0,4}))?$/;
 
 /** Parses one rule, or returns null; the caller names the field in its error. */
 export function parseAccessRule(text: string): AccessRule | null {

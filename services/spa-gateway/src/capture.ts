@@ -28,6 +28,8 @@ const BUFFER_BYTES = 4 * 1024 * 1024;
 export interface PcapCaptureOptions {
   interface: string;
   port: number;
+  /** Told about anything that went wrong handling one packet; the capture goes on. */
+  onError?: (error: unknown) => void;
 }
 
 interface PcapSession {
@@ -45,9 +47,17 @@ export class PcapCapture implements KnockCapture {
     this.options = options;
   }
 
-  /** The BPF program: the kernel hands us nothing but UDP to the SPA port. */
+  private onError(error: unknown): void {
+    try {
+      this.options.onError?.(error);
+    } catch {
+      // Reporting failed too; dropping the packet is all that is left.
+    }
+  }
+
+  /** The BPF program: the kernel hands us nothing but UDP to the SPA port, received (not sent) here. */
   static filterFor(port: number): string {
-    return `udp dst port ${port}`;
+    return `inbound and udp dst port ${port}`;
   }
 
   start(onDatagram: DatagramHandler): void {
@@ -62,12 +72,18 @@ export class PcapCapture implements KnockCapture {
     }) as PcapSession;
     const link = linkTypeOf(session.link_type, this.options.interface);
     session.on('packet', (packet) => {
-      const header = packet.header;
-      const datagram = parseDatagram(packet.buf, header.readUInt32LE(8), link);
-      if (!datagram) return;
-      // The kernel's receive timestamp: lets the log say how long a knock took to turn into a pinhole.
-      datagram.receivedAtMs = header.readUInt32LE(0) * 1000 + header.readUInt32LE(4) / 1000;
-      onDatagram(datagram);
+      // A throw here would reach node-pcap's FatalException and end the process: never let one out.
+      try {
+        const header = packet.header;
+        const length = Math.min(header.readUInt32LE(8), packet.buf.length);
+        const datagram = parseDatagram(packet.buf, length, link);
+        if (!datagram) return;
+        // The kernel's receive timestamp: lets the log say how long a knock took to become a pinhole.
+        datagram.receivedAtMs = header.readUInt32LE(0) * 1000 + header.readUInt32LE(4) / 1000;
+        onDatagram(datagram);
+      } catch (error) {
+        this.onError(error);
+      }
     });
     this.session = session;
   }

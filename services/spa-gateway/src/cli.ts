@@ -9,7 +9,7 @@ import { ConfigError, loadConfig } from './config.ts';
 import { NftablesFirewall } from './firewall/index.ts';
 import { STATS_FILE, startGateway } from './gateway.ts';
 import { createGatewayKeys } from './keys.ts';
-import { checkCapabilities, checkInterface, PreflightError } from './preflight.ts';
+import { checkCapabilities, checkInterface } from './preflight.ts';
 
 const USAGE = `umbra-gateway: a Single Packet Authorization gateway that answers nothing until a valid knock
 
@@ -124,9 +124,9 @@ function help(command: string): number {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
+    // Usage, configuration and pre-flight errors, like every other, are told in one line: no stack.
     const usage = error instanceof UsageError || error instanceof ConfigError;
-    const known = usage || error instanceof PreflightError || error instanceof Error;
-    process.stderr.write(`umbra-gateway: ${known ? (error as Error).message : String(error)}\n`);
+    process.stderr.write(`umbra-gateway: ${error instanceof Error ? error.message : String(error)}\n`);
     process.exit(usage ? 2 : 1);
   },
 );

@@ -4,12 +4,11 @@
 import type { KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { decodeKey, ed25519PublicKeyObject, identityIdOf } from '@umbra/protocol';
+import { decodeKey, ed25519PublicKeyObject, identityIdOf, SPA_DEFAULT_PORT } from '@umbra/protocol';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { type AccessRule, parseAccessRule } from './access.ts';
-
-export const DEFAULT_SPA_PORT = 62201;
+import { MAX_TTL_SECONDS } from './firewall/index.ts';
 
 const accessRule = z.string().refine((text) => parseAccessRule(text) !== null, {
   message:
@@ -35,32 +34,37 @@ const clientSchema = z
     }),
     publicKey,
     allow: z.array(accessRule).min(1, { message: 'list at least one access such as "tcp/22"' }),
-    ttlSeconds: z.number().int().min(1).max(86400).default(30),
+    ttlSeconds: z.number().int().min(1).max(MAX_TTL_SECONDS).default(30),
   })
   .strict();
 
 const schema = z
   .object({
-    interface: z.string().regex(/^[A-Za-z0-9._@:-]{1,15}$/, { message: 'expected a network interface name' }),
-    spaPort: z.number().int().min(1).max(65535).default(DEFAULT_SPA_PORT),
+    // As the kernel allows: 1-15 characters, no '/', ':' or white space, and not "." or "..".
+    interface: z.string().regex(/^(?!\.\.?$)[A-Za-z0-9._@-]{1,15}$/, {
+      message: 'expected a network interface name such as eth0',
+    }),
+    spaPort: z.number().int().min(1).max(65535).default(SPA_DEFAULT_PORT),
     keyDir: z.string().min(1),
     stateDir: z.string().min(1),
     timeWindowSeconds: z.number().int().min(1).max(600).default(30),
     requireSourceBinding: z.boolean().default(false),
     budget: z
       .object({
-        knocksPerSecond: z.number().positive().max(10000).default(20),
-        burst: z.number().int().min(1).max(10000).default(40),
+        knocksPerSecond: z.number().positive().max(100000).default(20),
+        burst: z.number().int().min(1).max(100000).default(40),
+        totalKnocksPerSecond: z.number().positive().max(100000).default(1000),
+        totalBurst: z.number().int().min(1).max(100000).default(1000),
       })
       .strict()
-      .default({ knocksPerSecond: 20, burst: 40 }),
+      .default({}),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
         rejectionsPerSecond: z.number().int().min(0).max(10000).default(20),
       })
       .strict()
-      .default({ level: 'info', rejectionsPerSecond: 20 }),
+      .default({}),
     clients: z.array(clientSchema).default([]),
   })
   .strict();

@@ -3,7 +3,11 @@
 // The capture hands us one reused buffer per packet, so this returns views into it: the caller
 // must finish with them (or copy) before the next packet arrives. Anything that is not a plain
 // IPv4/IPv6 UDP datagram — fragments, IPv6 extension headers, truncated captures — is dropped:
-// a knock is one small datagram and never needs them.
+// a knock is one small datagram and never needs them. So is a source no real sender can have
+// (unspecified, loopback, multicast, broadcast, IPv4-mapped IPv6): the kernel would drop such a
+// packet, but the capture sees it first, and a pinhole must never be opened for a forged address.
+
+import { ipAddressFromBytes } from '@umbra/protocol';
 
 export type LinkType = 'ethernet' | 'linux-sll' | 'raw';
 
@@ -61,6 +65,7 @@ export function parseDatagram(frame: Buffer, length: number, link: LinkType): Da
     const totalLength = frame.readUInt16BE(ip + 2);
     const fragment = frame.readUInt16BE(ip + 6) & 0x3fff; // MF flag or a fragment offset
     if (headerLength < 20 || fragment !== 0 || frame[ip + 9] !== IPPROTO_UDP) return null;
+    if (!isUsableIpv4Source(frame, ip + 12)) return null;
     const udp = ip + headerLength;
     const end = Math.min(ip + totalLength, length);
     if (end < udp + UDP_HEADER) return null;
@@ -74,6 +79,7 @@ export function parseDatagram(frame: Buffer, length: number, link: LinkType): Da
   }
   if (version === 6) {
     if (length < ip + IPV6_HEADER || frame[ip + 6] !== IPPROTO_UDP) return null;
+    if (!isUsableIpv6Source(frame, ip + 8)) return null;
     const udp = ip + IPV6_HEADER;
     const end = Math.min(udp + frame.readUInt16BE(ip + 4), length);
     if (end < udp + UDP_HEADER) return null;
@@ -81,37 +87,23 @@ export function parseDatagram(frame: Buffer, length: number, link: LinkType): Da
     if (udpLength < UDP_HEADER || udp + udpLength > end) return null;
     return {
       family: 6,
-      source: formatIpv6(frame, ip + 8),
+      source: ipAddressFromBytes(frame.subarray(ip + 8, ip + 24))!,
       payload: frame.subarray(udp + UDP_HEADER, udp + udpLength),
     };
   }
   return null;
 }
 
-/** RFC 5952 text: lower-case hex, the longest run of two or more zero groups shortened to "::". */
-export function formatIpv6(bytes: Uint8Array, offset = 0): string {
-  const groups: number[] = new Array(8);
-  for (let i = 0; i < 8; i++) groups[i] = (bytes[offset + 2 * i]! << 8) | bytes[offset + 2 * i + 1]!;
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) {
-      bestStart = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = (from: number, to: number) =>
-    groups
-      .slice(from, to)
-      .map((g) => g.toString(16))
-      .join(':');
-  if (bestStart < 0) return hex(0, 8);
-  return `${hex(0, bestStart)}::${hex(bestStart + bestLength, 8)}`;
+/** Not 0.0.0.0/8, 127.0.0.0/8, multicast or reserved (224.0.0.0/3, broadcast included). */
+function isUsableIpv4Source(frame: Buffer, at: number): boolean {
+  const first = frame[at]!;
+  return first !== 0 && first !== 127 && first < 224;
+}
+
+/** Not ::, ::1, ::ffff:0:0/96 (mapped IPv4) or ff00::/8 (multicast). */
+function isUsableIpv6Source(frame: Buffer, at: number): boolean {
+  if (frame[at] === 0xff) return false;
+  for (let i = 0; i < 10; i++) if (frame[at + i] !== 0) return true;
+  // The first 80 bits are zero: ::, ::1 and ::ffff:a.b.c.d all live here, and no real host does.
+  return false;
 }

@@ -61,7 +61,8 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
     budget: new SourceBudget({
       perSecond: config.budget.knocksPerSecond,
       burst: config.budget.burst,
-      now: deps.now,
+      totalPerSecond: config.budget.totalKnocksPerSecond,
+      totalBurst: config.budget.totalBurst,
     }),
     replay,
     firewall,
@@ -70,7 +71,14 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
     requireSourceBinding: config.requireSourceBinding,
   });
 
-  const capture = deps.capture ?? new PcapCapture({ interface: config.interface, port: config.spaPort });
+  const capture =
+    deps.capture ??
+    new PcapCapture({
+      interface: config.interface,
+      port: config.spaPort,
+      onError: (error) =>
+        log.error({ err: error }, 'a captured packet could not be handled; nothing was opened'),
+    });
   capture.start((datagram) => pipeline.handle(datagram));
 
   const startedAt = new Date().toISOString();
@@ -106,6 +114,11 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
   const timer = setInterval(writeStats, STATS_INTERVAL_MS);
   timer.unref();
 
+  if (config.clients.length === 0)
+    log.warn(
+      { config: config.path },
+      'no clients are configured: no knock can open anything (see clients in the README)',
+    );
   log.info(
     {
       interface: config.interface,

@@ -4,13 +4,12 @@ export { type KnockCapture, MemoryCapture, PcapCapture } from './capture.ts';
 export {
   type Client,
   ConfigError,
-  DEFAULT_SPA_PORT,
   type GatewayConfig,
   loadConfig,
   parseConfig,
 } from './config.ts';
 export * from './firewall/index.ts';
-export { type Datagram, formatIpv6, parseDatagram } from './frame.ts';
+export { type Datagram, parseDatagram } from './frame.ts';
 export { type GatewayStats, type RunningGateway, STATS_FILE, startGateway } from './gateway.ts';
 export { createGatewayKeys, loadGatewayKeys, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE } from './keys.ts';
 export { KnockPipeline } from './pipeline.ts';

@@ -1,12 +1,13 @@
 // The gateway's own key pair on disk: `gateway.key` (private, mode 0600) and `gateway.pub`.
 
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   encodeKey,
   formatGatewayKeyFile,
   generateGatewayKeyPair,
   parseGatewayKeyFile,
+  readSecretFile,
   writeSecretFile,
 } from '@umbra/protocol';
 import { writeFileAtomic } from './atomic-file.ts';
@@ -30,18 +31,6 @@ export async function createGatewayKeys(dir: string, overwrite = false): Promise
 
 export function loadGatewayKeys(dir: string): GatewayKeys {
   const path = join(dir, PRIVATE_KEY_FILE);
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
-      throw new Error(`${path}: no gateway key; create one with \`umbra-gateway keygen --dir ${dir}\``);
-    throw new Error(`${path}: cannot read the gateway key: ${(error as NodeJS.ErrnoException).code}`);
-  }
-  const mode = statSync(path).mode & 0o777;
-  if (mode & 0o077)
-    throw new Error(
-      `${path}: permissions ${mode.toString(8).padStart(4, '0')} let other users read the private key; run \`chmod 600 ${path}\``,
-    );
+  const text = readSecretFile(path, path, `create one with \`umbra-gateway keygen --dir ${dir}\``);
   return parseGatewayKeyFile(text, path);
 }

@@ -65,7 +65,13 @@ function build(options: { stateDir?: string; requireSourceBinding?: boolean; bur
   const pipeline = new KnockPipeline({
     receiver: new SpaReceiver(gatewayKeys.privateKey),
     clients: [clientOf('alice', alice, ['tcp/22', 'udp/5000-5010'], 10)],
-    budget: new SourceBudget({ perSecond: 1, burst: options.burst ?? 100, now }),
+    budget: new SourceBudget({
+      perSecond: 1,
+      burst: options.burst ?? 100,
+      totalPerSecond: 1000,
+      totalBurst: 1000,
+      now,
+    }),
     replay: new ReplayGuard({ stateDir, windowMs: 30_000, now, notBeforeMs: 0 }),
     firewall,
     rejections,

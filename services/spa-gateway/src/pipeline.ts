@@ -61,7 +61,8 @@ export class KnockPipeline {
     const packet = datagram.payload;
     if (!receiver.hasValidShape(packet)) return 'size';
     if (!receiver.hasValidMac1(packet)) return 'mac1';
-    if (!budget.take(datagram.source)) return 'budget';
+    const spent = budget.take(datagram.source);
+    if (spent !== 'ok') return spent === 'source' ? 'budget' : 'overload';
 
     const opened = receiver.open(packet);
     if (!opened.ok) return opened.reason;

@@ -1,17 +1,26 @@
 // Why knocks were turned away: a counter per reason, and log lines that a tool like fail2ban can
 // read, rate limited so a flood cannot fill the disk. Only the source address and the reason are
 // logged — never packet bytes, which could carry key material or a replayable knock.
+//
+// Rejections of packets nobody authenticated (a garbage flood) and of signed knocks (a replay, a
+// policy refusal: the signals worth an operator's attention) have separate line budgets, so the
+// first cannot hide the second. Mind that the source of an unauthenticated packet can be forged.
 
 import type { Logger } from 'pino';
 
-export const REJECT_REASONS = [
+/** Reasons before the signature is verified: anyone can cause these, from any claimed address. */
+const UNAUTHENTICATED = [
   'size',
   'mac1',
   'budget',
+  'overload',
   'decrypt',
   'schema',
   'unknown-identity',
   'signature',
+] as const;
+/** Reasons for knocks an enrolled identity signed. */
+const AUTHENTICATED = [
   'time-window',
   'replay',
   'source-mismatch',
@@ -20,15 +29,24 @@ export const REJECT_REASONS = [
   'internal',
 ] as const;
 
+export const REJECT_REASONS = [...UNAUTHENTICATED, ...AUTHENTICATED] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
+
+const WINDOW_MS = 1000;
+
+class LineBudget {
+  startedMs = Number.NEGATIVE_INFINITY;
+  logged = 0;
+  suppressed = 0;
+}
 
 export class Rejections {
   readonly counts: Record<RejectReason, number>;
   private readonly log: Logger;
   private readonly perSecond: number;
-  private windowStartMs = 0;
-  private loggedInWindow = 0;
-  private suppressed = 0;
+  private readonly unauthenticated = new LineBudget();
+  private readonly authenticated = new LineBudget();
+  private readonly authenticatedReasons: ReadonlySet<string> = new Set(AUTHENTICATED);
 
   constructor(log: Logger, perSecond: number) {
     this.log = log;
@@ -41,22 +59,30 @@ export class Rejections {
 
   reject(source: string, reason: RejectReason, identity?: string): void {
     this.counts[reason]++;
-    this.flush();
-    if (this.loggedInWindow >= this.perSecond) {
-      this.suppressed++;
+    const budget = this.authenticatedReasons.has(reason) ? this.authenticated : this.unauthenticated;
+    this.roll(budget, performance.now());
+    if (budget.logged >= this.perSecond) {
+      budget.suppressed++;
       return;
     }
-    this.loggedInWindow++;
+    budget.logged++;
     this.log.info({ source, reason, ...(identity ? { identity } : {}) }, 'knock rejected');
   }
 
-  /** Starts a new rate window once a second has passed, reporting how many lines the last one dropped. */
-  flush(now = Date.now()): void {
-    if (now - this.windowStartMs < 1000) return;
-    if (this.suppressed > 0)
-      this.log.warn({ suppressed: this.suppressed }, 'knock rejections not logged (rate limit)');
-    this.windowStartMs = now;
-    this.loggedInWindow = 0;
-    this.suppressed = 0;
+  /** Starts new rate windows once a second has passed, reporting how many lines the last ones dropped. */
+  flush(now = performance.now()): void {
+    this.roll(this.unauthenticated, now);
+    this.roll(this.authenticated, now);
+  }
+
+  private roll(budget: LineBudget, now: number): void {
+    if (now - budget.startedMs < WINDOW_MS) return;
+    if (budget.suppressed > 0) {
+      const kind = budget === this.authenticated ? 'signed' : 'unauthenticated';
+      this.log.warn({ suppressed: budget.suppressed, kind }, 'knock rejections not logged (rate limit)');
+    }
+    budget.startedMs = now;
+    budget.logged = 0;
+    budget.suppressed = 0;
   }
 }

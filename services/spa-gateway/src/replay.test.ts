@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { ReplayGuard } from './replay.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'umbra-replay-'));
@@ -59,18 +59,52 @@ test('a corrupt state file stops the gateway instead of forgetting', () => {
   );
 });
 
-test('marks older than the window are pruned when the journal is folded into the snapshot', () => {
+test('marks are kept across restarts whatever their age, and the journal is folded in', () => {
   let now = 1_000_000;
   const stateDir = mkdtempSync(join(dir, 'q'));
   const guard = new ReplayGuard({ notBeforeMs: 0, stateDir, windowMs: 30_000, now: () => now });
   guard.record(id, now, 'n1');
   now += 60_000;
   guard.record('cd'.repeat(16), now, 'n2');
-  guard.close();
-  new ReplayGuard({ notBeforeMs: 0, stateDir, windowMs: 30_000, now: () => now }).close(); // a restart compacts
+  new ReplayGuard({ notBeforeMs: 0, stateDir, windowMs: 30_000, now: () => now }); // a restart after kill -9
   const state = JSON.parse(readFileSync(join(stateDir, 'replay.json'), 'utf8'));
-  assert.deepEqual(Object.keys(state.identities), ['cd'.repeat(16)]);
+  assert.deepEqual(Object.keys(state.identities).sort(), [id, 'cd'.repeat(16)]);
   assert.equal(readFileSync(join(stateDir, 'replay.journal'), 'utf8'), '', 'the journal starts again');
+});
+
+describe('the boot-time floor, for journal lines a power cut may have lost', () => {
+  const window = 30_000;
+  const snapshot = (stateDir: string, fields: Record<string, unknown>) =>
+    writeFileSync(join(stateDir, 'replay.json'), JSON.stringify({ version: 1, identities: {}, ...fields }));
+
+  test('a restart within the same boot needs no floor: the page cache kept every line', () => {
+    const stateDir = mkdtempSync(join(dir, 'f'));
+    new ReplayGuard({ stateDir, windowMs: window }); // writes the snapshot with this boot's id
+    assert.equal(new ReplayGuard({ stateDir, windowMs: window }).notBeforeMs, 0);
+  });
+
+  test('after a clean stop, a new boot needs no floor', () => {
+    const stateDir = mkdtempSync(join(dir, 'f'));
+    snapshot(stateDir, { bootId: 'another-boot', clean: true });
+    assert.equal(new ReplayGuard({ stateDir, windowMs: window }).notBeforeMs, 0);
+  });
+
+  test('after an unclean stop in another boot, or with no history, knocks before boot + window are refused', () => {
+    const bootMs = (Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))![1]) + 1) * 1000;
+    const unclean = mkdtempSync(join(dir, 'f'));
+    snapshot(unclean, { bootId: 'another-boot', clean: false });
+    assert.equal(new ReplayGuard({ stateDir: unclean, windowMs: window }).notBeforeMs, bootMs + window);
+    assert.equal(
+      new ReplayGuard({ stateDir: mkdtempSync(join(dir, 'f')), windowMs: window }).notBeforeMs,
+      bootMs + window,
+    );
+  });
+
+  test('close() marks the snapshot clean', () => {
+    const stateDir = mkdtempSync(join(dir, 'f'));
+    new ReplayGuard({ stateDir, windowMs: window }).close();
+    assert.equal(JSON.parse(readFileSync(join(stateDir, 'replay.json'), 'utf8')).clean, true);
+  });
 });
 
 test('an accepted knock is in the journal before anything else happens, and a torn line is ignored', () => {

@@ -5,19 +5,21 @@
 //
 // Persistence sits on the knock's critical path, so it is a snapshot plus a journal. An accepted
 // knock appends one checksummed line to `replay.journal` with a single write(): once write()
-// returns the line is in the kernel's page cache and survives the process being killed. It is
-// not fsynced per knock (that costs ~0.5 ms on a cold CPU): the only events that lose page cache
-// are a power cut or a kernel crash, and those also wipe every pinhole and reboot the machine;
-// knocks made before the boot are refused by the boot-time floor, so no lost line can be
-// replayed. A line torn by a power cut fails its checksum and is ignored. Every JOURNAL_LIMIT
-// lines, and at start, the marks are written to `replay.json` atomically (temporary file, fsync,
-// rename, directory fsync) and the journal starts again.
+// returns, the line is in the kernel's page cache and survives the process being killed. It is
+// not fsynced per knock (that costs ~0.5 ms on a cold CPU). Only a power cut or a kernel crash
+// loses page cache, and those reboot the machine; the snapshot records which boot wrote it and
+// whether the gateway stopped cleanly (with everything synced). After a reboot that was not
+// clean, lines may be missing, so knocks stamped before boot time + window are refused: any knock
+// accepted before the crash carried a timestamp at most (its arrival + window), which is earlier.
+// A line torn by a power cut fails its checksum and is ignored. At start, at a clean stop and
+// every JOURNAL_LIMIT lines, the marks are written to `replay.json` atomically (temporary file,
+// fsync, rename, directory fsync) and the journal starts again.
 
 import { closeSync, fdatasyncSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { writeFileAtomic } from './atomic-file.ts';
-import { bootTimeMs } from './boot-time.ts';
+import { bootId, bootTimeMs } from './boot-time.ts';
 
 export type Freshness = 'fresh' | 'time-window' | 'replay';
 
@@ -33,8 +35,17 @@ export interface ReplayGuardOptions {
   stateDir: string;
   windowMs: number;
   now?: () => number;
-  /** Knocks made at or before this time are refused; default: when this machine booted. */
+  /** Knocks made at or before this time are refused. Default: boot time + window after an unclean reboot, else 0. */
   notBeforeMs?: number;
+}
+
+interface Snapshot {
+  version: number;
+  identities: Record<string, number>;
+  /** The boot during which the gateway last wrote the snapshot. */
+  bootId?: string;
+  /** Written by a clean stop: the journal was folded in and synced. */
+  clean?: boolean;
 }
 
 export class ReplayGuard {
@@ -42,7 +53,8 @@ export class ReplayGuard {
   private readonly journalPath: string;
   private readonly windowMs: number;
   private readonly now: () => number;
-  private readonly notBeforeMs: number;
+  readonly notBeforeMs: number;
+  private readonly bootId: string;
   /** identity id (hex) → last accepted timestamp (ms). */
   private readonly lastSeen = new Map<string, number>();
   /** nonce (hex) → expiry (ms), in insertion order. */
@@ -55,11 +67,14 @@ export class ReplayGuard {
     this.journalPath = join(options.stateDir, JOURNAL_FILE);
     this.windowMs = options.windowMs;
     this.now = options.now ?? Date.now;
-    this.notBeforeMs = options.notBeforeMs ?? bootTimeMs();
-    this.loadSnapshot();
+    this.bootId = bootId();
+    const previous = this.loadSnapshot();
     this.replayJournal();
+    // Only the same boot (page cache intact) or a clean stop proves no journal line was lost.
+    const provenComplete = previous !== null && (previous.bootId === this.bootId || previous.clean === true);
+    this.notBeforeMs = options.notBeforeMs ?? (provenComplete ? 0 : bootTimeMs() + this.windowMs);
     // Fold what was loaded into a fresh snapshot, so the journal starts empty and stays short.
-    this.compact();
+    this.compact(false);
     this.journal = openSync(this.journalPath, 'a', 0o600);
   }
 
@@ -84,11 +99,13 @@ export class ReplayGuard {
     this.nonces.delete(nonceHex);
     this.nonces.set(nonceHex, now + 2 * this.windowMs);
     this.evictNonces(now);
-    if (++this.journalLines >= JOURNAL_LIMIT) this.compact();
+    if (++this.journalLines >= JOURNAL_LIMIT) this.compact(false);
   }
 
+  /** A clean stop: folds the journal into a synced snapshot marked clean, so the next start needs no floor. */
   close(): void {
     closeSync(this.journal);
+    this.compact(true);
   }
 
   private evictNonces(now: number): void {
@@ -98,16 +115,19 @@ export class ReplayGuard {
     }
   }
 
-  /** Writes every live mark to the snapshot, then empties the journal. A crash in between only repeats marks. */
-  private compact(): void {
-    const now = this.now();
-    const identities: Record<string, number> = {};
-    for (const [id, last] of this.lastSeen) {
-      // A mark older than the window can never matter again: any knock at or below it is stale.
-      if (last >= now - this.windowMs) identities[id] = last;
-      else this.lastSeen.delete(id);
-    }
-    writeFileAtomic(this.snapshotPath, `${JSON.stringify({ version: STATE_VERSION, identities })}\n`);
+  /**
+   * Writes every mark to the snapshot, then empties the journal; a crash in between only repeats
+   * marks. Marks are never pruned by age: a clock stepped forward and back again must not make
+   * an old knock fresh. There is at most one per client that ever knocked successfully.
+   */
+  private compact(clean: boolean): void {
+    const snapshot: Snapshot = {
+      version: STATE_VERSION,
+      identities: Object.fromEntries(this.lastSeen),
+      bootId: this.bootId,
+      clean,
+    };
+    writeFileAtomic(this.snapshotPath, `${JSON.stringify(snapshot)}\n`);
     const journal = openSync(this.journalPath, 'a', 0o600);
     try {
       ftruncateSync(journal, 0);
@@ -118,9 +138,9 @@ export class ReplayGuard {
     this.journalLines = 0;
   }
 
-  private loadSnapshot(): void {
+  private loadSnapshot(): Snapshot | null {
     const text = readIfPresent(this.snapshotPath);
-    if (text === null) return;
+    if (text === null) return null;
     let state: unknown;
     try {
       state = JSON.parse(text);
@@ -140,6 +160,7 @@ export class ReplayGuard {
     for (const [id, last] of Object.entries(identities)) {
       if (/^[0-9a-f]{32}$/.test(id) && Number.isSafeInteger(last)) this.raise(id, last as number);
     }
+    return state as Snapshot;
   }
 
   private replayJournal(): void {

@@ -25,19 +25,28 @@ test('the install transaction adds, and flushes only the base chains, so pinhole
     'add set',
     'add chain',
     'add chain',
+    'add chain',
     'flush chain input',
     ...Array(BASE_RULES.input?.length).fill('add rule'),
     'flush chain forward',
     ...Array(BASE_RULES.forward?.length).fill('add rule'),
+    'flush chain output',
+    ...Array(BASE_RULES.output?.length).fill('add rule'),
   ]);
   assert.equal(kinds.filter((kind) => kind === 'add rule').length, rules);
 });
 
 test('nothing in the base ruleset answers a packet', () => {
   const text = baseRulesetText();
-  assert.doesNotMatch(text, /reject|echo|policy accept/);
+  assert.doesNotMatch(text, /reject|echo/);
   assert.doesNotMatch(JSON.stringify(installCommands()), /"reject"|echo-request/);
-  for (const chain of BASE_CHAINS) assert.equal(chain.policy, 'drop');
+  // Only the output chain accepts by default, and it drops every ICMP error type first.
+  for (const chain of BASE_CHAINS) assert.equal(chain.policy, chain.hook === 'output' ? 'accept' : 'drop');
+  assert.match(
+    text,
+    /chain output \{[^}]*icmp type \{ destination-unreachable, time-exceeded, parameter-problem \} drop/,
+  );
+  assert.match(text, /icmpv6 type \{ destination-unreachable, time-exceeded, parameter-problem \} drop/);
 });
 
 test('describeDrift finds nothing in a listing of the base ruleset, and names what is missing', () => {

@@ -22,14 +22,16 @@ export interface SetSpec {
   name: string;
   type: string[];
   flags: string[];
+  /** The kernel refuses elements beyond this, so no client can grow the set without bound. */
+  size: number;
 }
 
 export interface ChainSpec {
   name: string;
   type: 'filter';
-  hook: 'input' | 'forward';
+  hook: 'input' | 'forward' | 'output';
   prio: number;
-  policy: 'drop';
+  policy: 'drop' | 'accept';
 }
 
 export interface RuleSpec {
@@ -39,17 +41,35 @@ export interface RuleSpec {
   expr: object[];
 }
 
+/** Open pinholes at most, per address family: far above a branch office's needs, and bounded. */
+export const MAX_PINHOLES = 65_536;
+
 export const PINHOLE_SETS: readonly SetSpec[] = [
-  { name: PINHOLES4, type: ['ipv4_addr', 'inet_proto', 'inet_service'], flags: ['timeout'] },
-  { name: PINHOLES6, type: ['ipv6_addr', 'inet_proto', 'inet_service'], flags: ['timeout'] },
+  {
+    name: PINHOLES4,
+    type: ['ipv4_addr', 'inet_proto', 'inet_service'],
+    flags: ['timeout'],
+    size: MAX_PINHOLES,
+  },
+  {
+    name: PINHOLES6,
+    type: ['ipv6_addr', 'inet_proto', 'inet_service'],
+    flags: ['timeout'],
+    size: MAX_PINHOLES,
+  },
 ];
 
 const FILTER_PRIORITY = 0;
 
 export const BASE_CHAINS: readonly ChainSpec[] = [
   { name: 'input', type: 'filter', hook: 'input', prio: FILTER_PRIORITY, policy: 'drop' },
-  // Backends behind the gateway are reached by DNAT, so forwarded flows need the same pinholes.
+  // The gateway does not route: nothing is forwarded but flows already established. Pinholes for
+  // DNAT'd backends will match the destination too, so a grant never opens a port on every host.
   { name: 'forward', type: 'filter', hook: 'forward', prio: FILTER_PRIORITY, policy: 'drop' },
+  // The kernel answers some malformed packets itself, before any input hook sees them: an IPv4
+  // header with a broken option or an IPv6 hop-by-hop option it does not know gets an ICMP
+  // parameter problem from ip_rcv / ip6_rcv. The output hook is the one place to stop those.
+  { name: 'output', type: 'filter', hook: 'output', prio: FILTER_PRIORITY, policy: 'accept' },
 ];
 
 const meta = (key: string) => ({ meta: { key } });
@@ -111,6 +131,20 @@ const neighbourDiscoveryAccept: RuleSpec = {
   ],
 };
 
+// ICMP errors are how a host answers a packet it will not take. Dropped on the way out, so the
+// gateway never sends one, whatever triggered it. (Packet-too-big is kept: only routers send it,
+// and IPv6 path MTU discovery for the gateway's own flows must not break.)
+const ERROR_TYPES = ['destination-unreachable', 'time-exceeded', 'parameter-problem'];
+function icmpErrorsDrop(protocol: 'icmp' | 'icmpv6'): RuleSpec {
+  return {
+    text: `${protocol} type { ${ERROR_TYPES.join(', ')} } drop`,
+    expr: [
+      { match: { op: '==', left: payload(protocol, 'type'), right: { set: ERROR_TYPES } } },
+      { drop: null },
+    ],
+  };
+}
+
 export const BASE_RULES: Readonly<Record<ChainSpec['name'], readonly RuleSpec[]>> = {
   input: [
     loopbackAccept,
@@ -120,7 +154,8 @@ export const BASE_RULES: Readonly<Record<ChainSpec['name'], readonly RuleSpec[]>
     pinholeAccept('ip6', PINHOLES6),
     neighbourDiscoveryAccept,
   ],
-  forward: [invalidDrop, establishedAccept, pinholeAccept('ip', PINHOLES4), pinholeAccept('ip6', PINHOLES6)],
+  forward: [invalidDrop, establishedAccept],
+  output: [icmpErrorsDrop('icmp'), icmpErrorsDrop('icmpv6')],
 };
 
 function rulesOf(chain: ChainSpec): readonly RuleSpec[] {
@@ -136,7 +171,9 @@ function rulesOf(chain: ChainSpec): readonly RuleSpec[] {
 export function installCommands(): { nftables: object[] } {
   const commands: object[] = [{ add: { table } }];
   for (const set of PINHOLE_SETS) {
-    commands.push({ add: { set: { ...inTable, name: set.name, type: set.type, flags: set.flags } } });
+    commands.push({
+      add: { set: { ...inTable, name: set.name, type: set.type, flags: set.flags, size: set.size } },
+    });
   }
   for (const chain of BASE_CHAINS) commands.push({ add: { chain: { ...inTable, ...chain } } });
   for (const chain of BASE_CHAINS) {
@@ -153,7 +190,7 @@ export function baseRulesetText(): string {
   const blocks: string[] = [];
   for (const set of PINHOLE_SETS) {
     blocks.push(
-      `\tset ${set.name} {\n\t\ttype ${set.type.join(' . ')}\n\t\tflags ${set.flags.join(',')}\n\t}\n`,
+      `\tset ${set.name} {\n\t\ttype ${set.type.join(' . ')}\n\t\tsize ${set.size}\n\t\tflags ${set.flags.join(',')}\n\t}\n`,
     );
   }
   for (const chain of BASE_CHAINS) {
@@ -181,8 +218,14 @@ export function describeDrift(listing: object | undefined): string[] {
   for (const set of PINHOLE_SETS) {
     const listed = items.find((i) => i.set && ours(i.set) && i.set.name === set.name)?.set;
     if (listed === undefined) drift.push(`set ${set.name} is missing`);
-    else if (!isDeepStrictEqual(listed.type, set.type) || !isDeepStrictEqual(listed.flags, set.flags)) {
-      drift.push(`set ${set.name} is not { type ${set.type.join(' . ')}; flags ${set.flags.join(',')} }`);
+    else if (
+      !isDeepStrictEqual(listed.type, set.type) ||
+      !isDeepStrictEqual(listed.flags, set.flags) ||
+      listed.size !== set.size
+    ) {
+      drift.push(
+        `set ${set.name} is not { type ${set.type.join(' . ')}; size ${set.size}; flags ${set.flags.join(',')} }`,
+      );
     }
   }
   for (const chain of BASE_CHAINS) {
