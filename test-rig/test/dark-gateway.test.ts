@@ -20,6 +20,8 @@ import {
   tcpConnect,
 } from '../src/index.ts';
 
+/** Sends the malformed packets; Python because Node has no raw sockets. */
+const MALFORMED = new URL('../src/tools/malformed.py', import.meta.url).pathname;
 const GRANTED = 2222;
 const NOT_GRANTED = 2223;
 const TTL_SECONDS = 3;
@@ -38,6 +40,31 @@ const hosts = () => ({
 });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Pins the gateway's link-layer address on the outsider, so probing it needs no ARP or neighbour
+ * solicitation — which every host must answer on its own link, and which a routed outsider never
+ * sees — and returns a capture filter for every other frame the gateway sends. Not counted: its
+ * own IPv6 housekeeping (router solicitations, MLD reports) goes to multicast and answers nobody;
+ * neighbour advertisements are IPv6's ARP, which the base ruleset lets through on purpose.
+ */
+async function silenceFilter(target: string): Promise<string> {
+  const { gw, outsider } = hosts();
+  const mac = (await gw.run(['cat', `/sys/class/net/${gw.ifname}/address`])).stdout.trim();
+  await outsider.run([
+    'ip',
+    'neigh',
+    'replace',
+    target,
+    'lladdr',
+    mac,
+    'dev',
+    outsider.ifname,
+    'nud',
+    'permanent',
+  ]);
+  return `ether src ${mac} and not ether multicast and not (icmp6 and ip6[40] == 136)`;
+}
 
 /** Waits until the kernel has expired every pinhole (TTL plus nft's sub-second rounding). */
 async function waitForExpiry(): Promise<void> {
@@ -74,29 +101,8 @@ describe('an outsider finds nothing, and the gateway sends nothing', () => {
     test(`nmap SYN (all ports), UDP, version and OS probes over ${family}`, async (t) => {
       const { gw, outsider } = hosts();
       const target = family === 'IPv4' ? gw.ipv4 : gw.ipv6;
-      // Pin the gateway's link-layer address on the outsider and have nmap send through the
-      // kernel (--send-ip), so the scan needs no ARP or neighbour solicitation — which every host
-      // must answer on its own link, and which a routed outsider never sees. Then any unicast
-      // frame the gateway sends is an answer to the scan. Not counted: its own IPv6 housekeeping
-      // (router solicitations, MLD reports) goes to multicast and answers nobody; and neighbour
-      // advertisements are IPv6's ARP, which the base ruleset lets through on purpose (nmap's OS
-      // probes over IPv6 resolve the neighbour themselves).
-      const mac = (await gw.run(['cat', `/sys/class/net/${gw.ifname}/address`])).stdout.trim();
-      await outsider.run([
-        'ip',
-        'neigh',
-        'replace',
-        target,
-        'lladdr',
-        mac,
-        'dev',
-        outsider.ifname,
-        'nud',
-        'permanent',
-      ]);
-      const capture = await startCapture(gw, {
-        filter: `ether src ${mac} and not ether multicast and not (icmp6 and ip6[40] == 136)`,
-      });
+      // nmap sends through the kernel (--send-ip), so the pinned neighbour entry is used.
+      const capture = await startCapture(gw, { filter: await silenceFilter(target) });
 
       const extraArgs = ['--send-ip'];
       const syn = await nmapScan(outsider, target, 'tcp-syn', { extraArgs });
@@ -130,6 +136,18 @@ describe('an outsider finds nothing, and the gateway sends nothing', () => {
       );
     });
   }
+});
+
+test('packets the kernel itself would answer (bad IPv4 option, unknown IPv6 hop-by-hop option) get nothing', async () => {
+  const { gw, outsider } = hosts();
+  const filter = await silenceFilter(gw.ipv4);
+  await silenceFilter(gw.ipv6);
+  const capture = await startCapture(gw, { filter });
+  for (const target of [gw.ipv4, gw.ipv6]) {
+    for (let i = 0; i < 3; i++) await outsider.run(['python3', MALFORMED, target]);
+  }
+  const sent = await capture.stop();
+  assert.equal(sent.packets, 0, `the gateway answered: ${sent.summary?.join(' | ')}`);
 });
 
 describe('a knock opens one pinhole, for one address, for one service', () => {
