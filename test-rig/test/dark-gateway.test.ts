@@ -248,6 +248,25 @@ describe('a captured knock, replayed, opens nothing', () => {
 });
 
 describe('the kernel keeps the gateway dark without the process', () => {
+  test('a restart keeps live pinholes and duplicates no rule', async () => {
+    await waitForExpiry();
+    const { gw, client } = hosts();
+    await knockAs(alice, `tcp/${GRANTED}`);
+    const before = (await gw.run(['nft', 'list', 'table', 'inet', 'umbra'])).stdout;
+    assert.equal(await gateway.stop(), 0);
+    await gateway.launch();
+    const pinholes = await gateway.pinholes();
+    assert.deepEqual(
+      pinholes.map((p) => [p.source, p.protocol, p.port]),
+      [[client.ipv4, 'tcp', GRANTED]],
+      'the live pinhole survived the restart',
+    );
+    assert.equal(await tcpConnect(client, gw.ipv4, GRANTED, CLOSED_PROBE_MS), 'connected');
+    const after = (await gw.run(['nft', 'list', 'table', 'inet', 'umbra'])).stdout;
+    const rules = (text: string) => text.split('\n').filter((line) => !/elements|expires/.test(line));
+    assert.deepEqual(rules(after), rules(before), 'the same ruleset, not a second copy');
+  });
+
   test('after kill -9, pinholes still expire and the drop policy stays', async () => {
     const { gw, client, outsider } = hosts();
     await knockAs(alice, `tcp/${GRANTED}`);
