@@ -16,6 +16,11 @@ import type { Datagram } from './frame.ts';
 import type { Rejections, RejectReason } from './rejections.ts';
 import type { ReplayGuard } from './replay.ts';
 
+/** The wall clock with sub-millisecond resolution (Date.now() has whole milliseconds). */
+function wallClockMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
 export interface KnockPipelineOptions {
   receiver: SpaReceiver;
   clients: readonly Client[];
