@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, beforeEach, test } from 'node:test';
+import { after, beforeEach, describe, test } from 'node:test';
 import {
   ed25519PublicKeyObject,
   generateGatewayKeyPair,
@@ -15,6 +15,7 @@ import {
   SpaReceiver,
   sealKnock,
 } from '@umbra/protocol';
+import fc from 'fast-check';
 import { pino } from 'pino';
 import { parseAccessRule } from './access.ts';
 import { SourceBudget } from './budget.ts';
@@ -205,4 +206,49 @@ test('a firewall failure is a rejection, not a crash, and the knock stays spent'
   (rig.pipeline as unknown as { options: { firewall: MemoryFirewall } }).options.firewall = rig.firewall;
   rig.capture.inject('192.0.2.20', packet);
   assert.deepEqual(counts(), { firewall: 1, replay: 1 });
+});
+
+describe('properties', () => {
+  test('a knock stamped outside the time window never opens anything', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 30_001, max: 10 * 365 * 86_400_000 }), fc.boolean(), (offset, late) => {
+        rig = build();
+        rig.capture.inject(
+          '192.0.2.20',
+          knockBy(alice, { access: 'tcp/22', timestampMs: rig.now + (late ? -offset : offset) }),
+        );
+        assert.deepEqual(rig.firewall.list(), []);
+        assert.deepEqual(counts(), { 'time-window': 1 });
+      }),
+      { numRuns: 50 },
+    );
+  });
+
+  test('replaying any accepted knock, from any address, in any order, never opens anything', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 25 }), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.tuple(fc.nat(), fc.constantFrom('192.0.2.20', '192.0.2.66', '2001:db8::66')), {
+          maxLength: 8,
+        }),
+        (gaps, replays) => {
+          rig = build();
+          const accepted: Buffer[] = [];
+          let stamp = rig.now - 5_000; // still inside the window after the clock moves on below
+          for (const gap of gaps) {
+            stamp += gap;
+            const packet = knockBy(alice, { access: 'tcp/22', timestampMs: stamp });
+            rig.capture.inject('192.0.2.20', packet);
+            accepted.push(packet);
+          }
+          assert.equal(rig.pipeline.accepted, gaps.length, JSON.stringify(counts()));
+          rig.now += 11_000; // every pinhole has expired
+          for (const [pick, source] of replays) rig.capture.inject(source, accepted[pick % accepted.length]!);
+          assert.deepEqual(rig.firewall.list(), []);
+          assert.equal(rig.rejections.counts.replay, replays.length);
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
 });
