@@ -9,4 +9,5 @@ npm run --silent typecheck
 echo "typecheck: ok"
 npm run --silent lint
 npm run --silent test:unit
+npm run --silent build            # the firmware bundle: the benchmark's smoke test runs it
 npm run --silent test:integration
