@@ -111,7 +111,7 @@ export class KnockPipeline {
         access: knock.access,
         ttlSeconds: client.ttlSeconds,
         ...(datagram.receivedAtMs
-          ? { latencyMs: Math.round((Date.now() - datagram.receivedAtMs) * 1000) / 1000 }
+          ? { latencyMs: Math.round((wallClockMs() - datagram.receivedAtMs) * 1000) / 1000 }
           : {}),
       },
       'pinhole opened',
