@@ -8,6 +8,7 @@ import {
   buildKnock,
   type ClientIdentity,
   createClientIdentity,
+  GATEWAY_BIN,
   GatewayProcess,
   knock,
   nmapScan,
@@ -16,6 +17,7 @@ import {
   startCapture,
   startConnectLoop,
   startTcpServer,
+  TOOL_ENV,
   Topology,
   tcpConnect,
 } from '../src/index.ts';
@@ -248,6 +250,15 @@ describe('a captured knock, replayed, opens nothing', () => {
 });
 
 describe('the kernel keeps the gateway dark without the process', () => {
+  test('a second gateway on the same state directory refuses to start and names the first', async () => {
+    const second = await hosts().gw.exec([GATEWAY_BIN, 'run', '--config', gateway.configPath], {
+      env: TOOL_ENV,
+      timeoutMs: 15_000,
+    });
+    assert.equal(second.code, 1, second.stderr);
+    assert.match(second.stderr, new RegExp(`another gateway \\(pid ${gateway.pid}\\) is running`));
+  });
+
   test('a restart keeps live pinholes and duplicates no rule', async () => {
     await waitForExpiry();
     const { gw, client } = hosts();

@@ -11,6 +11,7 @@ import { SourceBudget } from './budget.ts';
 import { type KnockCapture, PcapCapture } from './capture.ts';
 import type { GatewayConfig } from './config.ts';
 import type { Firewall } from './firewall/index.ts';
+import { InstanceLock } from './instance-lock.ts';
 import { loadGatewayKeys } from './keys.ts';
 import { KnockPipeline } from './pipeline.ts';
 import { Rejections } from './rejections.ts';
@@ -45,6 +46,7 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
   const { log, firewall } = deps;
   const keys = loadGatewayKeys(config.keyDir);
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  const lock = InstanceLock.acquire(config.stateDir);
 
   firewall.install();
   const receiver = new SpaReceiver(keys.privateKey);
@@ -137,6 +139,7 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
       replay.close();
       await writing;
       await writeStats();
+      lock.release();
     },
   };
 }
