@@ -30,6 +30,14 @@ test('a minimal YAML file gets the documented defaults', () => {
   assert.equal(config.clients[0]?.identityId.length, 16);
 });
 
+test('source binding is set for all clients and can be overridden per client', () => {
+  const bound = parseConfig(`requireSourceBinding: true\n${minimal}`, 'gw.yaml');
+  assert.equal(bound.clients[0]?.requireSourceBinding, true);
+  const except = parseConfig(`${minimal}    requireSourceBinding: true\n`, 'gw.yaml');
+  assert.equal(except.requireSourceBinding, false);
+  assert.equal(except.clients[0]?.requireSourceBinding, true);
+});
+
 test('JSON is accepted too', () => {
   const json = JSON.stringify({ interface: 'eth0', keyDir: '/k', stateDir: '/s', clients: [] });
   assert.equal(parseConfig(json, 'gw.json').interface, 'eth0');

@@ -35,6 +35,8 @@ const clientSchema = z
     publicKey,
     allow: z.array(accessRule).min(1, { message: 'list at least one access such as "tcp/22"' }),
     ttlSeconds: z.number().int().min(1).max(MAX_TTL_SECONDS).default(30),
+    /** Overrides the top-level setting for this client (e.g. on for a device that is never behind NAT). */
+    requireSourceBinding: z.boolean().optional(),
   })
   .strict();
 
@@ -77,6 +79,8 @@ export interface Client {
   publicKey: KeyObject;
   allow: AccessRule[];
   ttlSeconds: number;
+  /** Refuse this client's knocks unless they name the address they come from. */
+  requireSourceBinding: boolean;
 }
 
 export interface GatewayConfig extends Omit<RawConfig, 'clients'> {
@@ -122,6 +126,7 @@ export function parseConfig(text: string, path: string): GatewayConfig {
     publicKey: ed25519PublicKeyObject(decodeKey(client.publicKey, 'publicKey')),
     allow: client.allow.map((rule) => parseAccessRule(rule)!),
     ttlSeconds: client.ttlSeconds,
+    requireSourceBinding: client.requireSourceBinding ?? raw.requireSourceBinding,
   }));
   const seenNames = new Map<string, number>();
   const seenKeys = new Map<string, number>();

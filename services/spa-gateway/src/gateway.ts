@@ -70,7 +70,6 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
     firewall,
     rejections,
     log,
-    requireSourceBinding: config.requireSourceBinding,
   });
 
   const capture =

@@ -33,13 +33,20 @@ const gatewayKeys = generateGatewayKeyPair();
 const alice = generateIdentity();
 const mallory = generateIdentity(); // not in the policy
 
-function clientOf(name: string, identity: Identity, allow: string[], ttlSeconds = 30): Client {
+function clientOf(
+  name: string,
+  identity: Identity,
+  allow: string[],
+  ttlSeconds = 30,
+  requireSourceBinding = false,
+): Client {
   return {
     name,
     identityId: identity.id,
     publicKey: ed25519PublicKeyObject(identity.publicKey),
     allow: allow.map((rule) => parseAccessRule(rule)!),
     ttlSeconds,
+    requireSourceBinding,
   };
 }
 
@@ -65,7 +72,9 @@ function build(options: { stateDir?: string; requireSourceBinding?: boolean; bur
   const rejections = new Rejections(log, 0);
   const pipeline = new KnockPipeline({
     receiver: new SpaReceiver(gatewayKeys.privateKey),
-    clients: [clientOf('alice', alice, ['tcp/22', 'udp/5000-5010'], 10)],
+    clients: [
+      clientOf('alice', alice, ['tcp/22', 'udp/5000-5010'], 10, options.requireSourceBinding ?? false),
+    ],
     budget: new SourceBudget({
       perSecond: 1,
       burst: options.burst ?? 100,
@@ -77,7 +86,6 @@ function build(options: { stateDir?: string; requireSourceBinding?: boolean; bur
     firewall,
     rejections,
     log,
-    requireSourceBinding: options.requireSourceBinding ?? false,
   });
   const capture = new MemoryCapture();
   capture.start((datagram) => pipeline.handle(datagram));

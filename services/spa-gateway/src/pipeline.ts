@@ -29,8 +29,6 @@ export interface KnockPipelineOptions {
   firewall: Firewall;
   rejections: Rejections;
   log: Logger;
-  /** Refuse knocks that do not name the address they come from (no NAT between client and gateway). */
-  requireSourceBinding: boolean;
 }
 
 export class KnockPipeline {
@@ -84,7 +82,7 @@ export class KnockPipeline {
     if (
       knock.claimedSource !== undefined
         ? knock.claimedSource !== datagram.source
-        : this.options.requireSourceBinding
+        : client.requireSourceBinding
     )
       return 'source-mismatch';
     const access = parseAccess(knock.access);
