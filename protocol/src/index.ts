@@ -52,4 +52,5 @@ export {
   SpaReceiver,
   sealKnock,
   spaMac1,
+  verifyKnockSignature,
 } from './spa.ts';

@@ -28,6 +28,7 @@ import {
   SpaReceiver,
   sealKnock,
   spaMac1,
+  verifyKnockSignature,
 } from './spa.ts';
 
 const gateway = generateGatewayKeyPair();
@@ -443,5 +444,38 @@ describe('the example packet in test/fixtures/spa-v1-example.json', () => {
     assert.deepEqual(ours.body, theirs.body);
     assert.deepEqual(ours.signature, theirs.signature); // Ed25519 is deterministic
     assertSameKnock(theirs.knock, knockInput);
+  });
+});
+
+describe('verifyKnockSignature: the controller checks a forwarded knock itself', () => {
+  const gateway = generateGatewayKeyPair();
+  const identity = generateIdentity();
+  const receiver = new SpaReceiver(gateway.privateKey);
+  const opened = receiver.open(
+    sealKnock({ gatewayPublicKey: gateway.publicKey, identity, knock: { access: 'tcp/22' } }),
+  );
+  assert.ok(opened.ok);
+  const key = ed25519PublicKeyObject(identity.publicKey);
+
+  test('accepts what the identity signed for this gateway', () => {
+    assert.equal(verifyKnockSignature(opened.body, opened.signature, receiver.gatewayKeyId, key), true);
+  });
+
+  test('refuses another gateway key id, another identity, an altered body or signature', () => {
+    const otherGateway = gatewayKeyIdOf(generateGatewayKeyPair().publicKey);
+    assert.equal(verifyKnockSignature(opened.body, opened.signature, otherGateway, key), false);
+    const otherKey = ed25519PublicKeyObject(generateIdentity().publicKey);
+    assert.equal(verifyKnockSignature(opened.body, opened.signature, receiver.gatewayKeyId, otherKey), false);
+    fc.assert(
+      fc.property(fc.nat(opened.body.length * 8 - 1), (bit) => {
+        const body = Buffer.from(opened.body);
+        body[bit >> 3] = body[bit >> 3]! ^ (1 << (bit & 7));
+        assert.equal(verifyKnockSignature(body, opened.signature, receiver.gatewayKeyId, key), false);
+      }),
+      { numRuns: 200 },
+    );
+    const signature = Buffer.from(opened.signature);
+    signature[0] = signature[0]! ^ 1;
+    assert.equal(verifyKnockSignature(opened.body, signature, receiver.gatewayKeyId, key), false);
   });
 });

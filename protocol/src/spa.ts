@@ -23,6 +23,7 @@ import { HPKE_ENC_BYTES, HPKE_TAG_BYTES, HpkeRecipient, hpkeSeal } from './hpke.
 import { gatewayKeyIdOf, ID_BYTES, type Identity } from './keys.ts';
 import {
   type DecodedSealedKnock,
+  decodeKnockBody,
   decodeSealedKnock,
   encodeKnockBody,
   encodeSealedKnock,
@@ -89,6 +90,27 @@ export function spaMac1(gatewayPublicKey: Uint8Array, packet: Uint8Array): Buffe
 /** Context string || gateway key id || body: what the identity key signs. */
 function signedMessage(gatewayKeyId: Uint8Array, body: Uint8Array): Buffer {
   return Buffer.concat([SIGNATURE_CONTEXT, gatewayKeyId, body]);
+}
+
+/**
+ * Verifies a knock's signature away from the gateway — the controller's check, so that a gateway
+ * cannot invent a knock: it forwards the body and signature it received, and the controller
+ * verifies them against the identity's key and the key id of the gateway that forwarded them.
+ */
+export function verifyKnockSignature(
+  body: Uint8Array,
+  signature: Uint8Array,
+  gatewayKeyId: Uint8Array,
+  identityPublicKey: KeyObject,
+): boolean {
+  if (identityPublicKey.asymmetricKeyType !== 'ed25519' || identityPublicKey.type !== 'public') return false;
+  if (signature.length !== SIGNATURE_BYTES || gatewayKeyId.length !== ID_BYTES) return false;
+  if (body.length > SPA_MAX_PACKET_BYTES || decodeKnockBody(Buffer.from(body)) === null) return false;
+  try {
+    return verify(null, signedMessage(gatewayKeyId, body), identityPublicKey, signature);
+  } catch {
+    return false;
+  }
 }
 
 // ---- client side ----
