@@ -7,6 +7,7 @@ import { decodeKey, encodeKey, parseAccess, sealKnock } from '@umbra/protocol';
 import { parseGatewayAddress } from './gateway-address.ts';
 import { createIdentityFile, loadIdentityFile } from './identity.ts';
 import { localAddressToward, resolveGateway, sendKnock } from './knock.ts';
+import { linuxPosture } from './posture/linux.ts';
 
 const USAGE = `umbra: the Umbra client
 
@@ -14,6 +15,7 @@ Usage:
   umbra keygen --out FILE [--force]     create a device identity (Ed25519); prints its public key
   umbra knock --gateway HOST[:PORT] --gateway-key KEY --identity FILE --access tcp/PORT [--source ADDR|auto] [--print]
                                         send one knock (Single Packet Authorization)
+  umbra posture                         print what this device reports about itself (JSON)
   umbra COMMAND --help                  help on one command`;
 
 const HELP: Record<string, string> = {
@@ -34,7 +36,13 @@ Exits 0 once the knock is sent; prints nothing but errors.
   --access PROTO/PORT     what to open, e.g. tcp/22 or udp/53
   --source ADDR|auto      bind the knock to the address the gateway will see (auto: the local address
                           toward the gateway). Gateways with requireSourceBinding need it; not behind NAT.
+  --posture               include this device's posture (see \`umbra posture\`), for policies that require one
   --print                 write the knock as hex on stdout instead of sending it`,
+  posture: `Usage: umbra posture
+
+Prints, as JSON, what this device reports about itself when it knocks with --posture: os, os_name,
+os_version, kernel, disk_encryption (whether / is on dm-crypt), firewall (whether a packet filter is
+loaded). A fact the platform does not tell is left out, and a policy that requires it refuses.`,
 };
 
 class UsageError extends Error {}
@@ -83,12 +91,20 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
+  if (command === 'posture') {
+    const values = parse(command, args, {});
+    if (values.help) return help(command);
+    console.log(JSON.stringify(linuxPosture(), null, 2));
+    return 0;
+  }
+
   const values = parse(command, args, {
     gateway: { type: 'string' },
     'gateway-key': { type: 'string' },
     identity: { type: 'string' },
     access: { type: 'string' },
     source: { type: 'string' },
+    posture: { type: 'boolean' },
     print: { type: 'boolean' },
   });
   if (values.help) return help(command);
@@ -112,7 +128,12 @@ async function main(argv: string[]): Promise<number> {
     claimedSource = source;
   }
 
-  const packet = sealKnock({ gatewayPublicKey: gatewayKey, identity, knock: { access, claimedSource } });
+  const posture = values.posture ? linuxPosture() : undefined;
+  const packet = sealKnock({
+    gatewayPublicKey: gatewayKey,
+    identity,
+    knock: { access, claimedSource, posture },
+  });
   if (values.print) {
     console.log(packet.toString('hex'));
     return 0;

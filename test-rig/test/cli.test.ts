@@ -86,6 +86,18 @@ describe('umbra keygen and knock', () => {
     assert.equal(fromFile.code, 0, fromFile.stderr);
   });
 
+  test('posture prints this device as JSON, and --posture carries it in a knock that still fits', () => {
+    const posture = run([CLIENT_BIN, 'posture']);
+    assert.equal(posture.code, 0, posture.stderr);
+    assert.equal(JSON.parse(posture.stdout).os, 'linux');
+    const args = ['knock', '--gateway', '192.0.2.10', '--gateway-key', gatewayKey, '--identity', identity];
+    const plain = run([CLIENT_BIN, ...args, '--access', 'tcp/22', '--print']);
+    const withPosture = run([CLIENT_BIN, ...args, '--access', 'tcp/22', '--posture', '--print']);
+    assert.equal(withPosture.code, 0, withPosture.stderr);
+    const bytes = withPosture.stdout.trim().length / 2;
+    assert.ok(bytes > plain.stdout.trim().length / 2 && bytes <= 512, `${bytes} bytes`);
+  });
+
   test('errors name the input and say what would fix it', () => {
     const base = [CLIENT_BIN, 'knock', '--gateway', '192.0.2.10', '--identity', identity];
     const cases: Array<[string[], RegExp]> = [
@@ -207,6 +219,7 @@ test('every command has --help', () => {
     [CLIENT_BIN, '--help'],
     [CLIENT_BIN, 'keygen', '--help'],
     [CLIENT_BIN, 'knock', '--help'],
+    [CLIENT_BIN, 'posture', '--help'],
   ]) {
     const result = run(argv);
     assert.equal(result.code, 0, argv.join(' '));

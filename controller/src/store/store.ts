@@ -1,0 +1,281 @@
+// What the controller keeps, as domain operations. Callers never see SQL: the SQLite store serves
+// one controller from a data directory, a PostgreSQL store will serve several sharing one database,
+// and both run the same migrations (schema.ts). Methods return promises because pg is asynchronous.
+//
+// Every operation validates its input first (errors name the field), and every operation that
+// writes more than one row does so in one transaction: a refusal halfway leaves nothing written.
+// The store records; it does not decide. Auditing a revocation, closing the sessions of a revoked
+// identity, pushing to gateways: the caller's work.
+
+export type IdentityKind = 'device' | 'user' | 'service';
+export const IDENTITY_KINDS: readonly IdentityKind[] = ['device', 'user', 'service'];
+
+export interface Identity {
+  id: string;
+  name: string;
+  kind: IdentityKind;
+  /** The name of the user or service this identity belongs to; null when it belongs to no one. */
+  owner: string | null;
+  /** Ed25519, base64; null until the device enrolls. */
+  publicKey: string | null;
+  /** identityIdOf(publicKey) in hex: the id a knock carries. Null until enrolled. */
+  keyId: string | null;
+  disabled: boolean;
+  revokedAt: number | null;
+  createdAt: number;
+  /** Group names, sorted. */
+  groups: string[];
+}
+
+export interface NewIdentity {
+  name: string;
+  kind: IdentityKind;
+  /** Name of an existing identity of kind `user` or `service`. */
+  owner?: string;
+  publicKey?: string;
+  /** Names of existing groups. */
+  groups?: string[];
+}
+
+export interface Group {
+  id: string;
+  name: string;
+  createdAt: number;
+}
+
+/** `pending` until the gateway enrolls its key. */
+export type GatewayStatus = 'pending' | 'enrolled' | 'revoked';
+export const GATEWAY_STATUSES: readonly GatewayStatus[] = ['pending', 'enrolled', 'revoked'];
+
+export interface Gateway {
+  id: string;
+  name: string;
+  publicKey: string | null;
+  status: GatewayStatus;
+  createdAt: number;
+}
+
+export interface NewGateway {
+  name: string;
+  publicKey?: string;
+}
+
+export type ServiceMode = 'tunnel' | 'direct';
+export const SERVICE_MODES: readonly ServiceMode[] = ['tunnel', 'direct'];
+
+export interface Service {
+  id: string;
+  name: string;
+  gatewayId: string;
+  /** The gateway's name, for messages and listings. */
+  gateway: string;
+  /** HOST:PORT the gateway proxies to (tunnel) or opens the pinhole for (direct). */
+  backend: string;
+  mode: ServiceMode;
+  createdAt: number;
+}
+
+export interface NewService {
+  name: string;
+  /** Name of an existing gateway. */
+  gateway: string;
+  backend: string;
+  /** Default `tunnel`. */
+  mode?: ServiceMode;
+}
+
+export type SubjectKind = 'identity' | 'group';
+export const SUBJECT_KINDS: readonly SubjectKind[] = ['identity', 'group'];
+
+export interface Policy {
+  id: string;
+  subject: { kind: SubjectKind; id: string; name: string };
+  serviceId: string;
+  /** Posture requirements, `KEY=VALUE` (or `>=`, `<=`, `!=`); all must hold. */
+  requirements: string[];
+  /** `HH:MM-HH:MM`, or null for any time. */
+  hours: string | null;
+  /** `Mon-Fri`, `Sat,Sun`, or null for every day. */
+  days: string | null;
+  maxTtlSeconds: number;
+  createdAt: number;
+}
+
+export interface PolicyWithService extends Policy {
+  service: Service;
+}
+
+export interface NewPolicy {
+  /** Name of an existing identity or group. */
+  subject: { kind: SubjectKind; name: string };
+  /** Name of an existing service. */
+  service: string;
+  requirements?: string[];
+  hours?: string;
+  days?: string;
+  /** 1 to 86400; default 30. */
+  maxTtlSeconds?: number;
+}
+
+export type EnrollmentKind = 'identity' | 'gateway';
+export const ENROLLMENT_KINDS: readonly EnrollmentKind[] = ['identity', 'gateway'];
+
+export interface EnrollmentToken {
+  id: string;
+  /** SHA-256 of the token's secret, hex (enrollmentTokenHash). The secret itself is never stored. */
+  tokenHash: string;
+  kind: EnrollmentKind;
+  /** The identity or gateway name the token enrolls. */
+  subjectName: string;
+  /** Groups an enrolling identity joins. */
+  groups: string[];
+  expiresAt: number;
+  usedAt: number | null;
+  createdAt: number;
+}
+
+export interface NewEnrollmentToken {
+  tokenHash: string;
+  kind: EnrollmentKind;
+  subjectName: string;
+  /** Names of existing groups; identity tokens only. */
+  groups?: string[];
+  expiresAt: number;
+}
+
+export type TokenRefusal = 'unknown' | 'used' | 'expired';
+export type TokenConsumption = { ok: true; token: EnrollmentToken } | { ok: false; reason: TokenRefusal };
+
+export interface Certificate {
+  /** Lower-case hex. */
+  serial: string;
+  identityId: string;
+  notBefore: number;
+  notAfter: number;
+  revokedAt: number | null;
+  pem: string;
+}
+
+export interface NewCertificate {
+  serial: string;
+  identityId: string;
+  notBefore: number;
+  notAfter: number;
+  pem: string;
+}
+
+export interface Session {
+  id: string;
+  identityId: string;
+  gatewayId: string;
+  serviceId: string;
+  /** The source address the gateway saw the knock from. */
+  source: string;
+  openedAt: number;
+  closedAt: number | null;
+  closeReason: string | null;
+}
+
+export interface NewSession {
+  identityId: string;
+  gatewayId: string;
+  serviceId: string;
+  source: string;
+  /** Default: the store's clock. */
+  openedAt?: number;
+}
+
+export interface SessionFilter {
+  /** true: only open sessions; false: only closed ones; absent: both. */
+  open?: boolean;
+  identityId?: string;
+}
+
+export type Decision = 'allow' | 'deny';
+
+export interface AuditEntry {
+  /** Strictly increasing, from 1; a reader resumes with listAudit(lastSeq). */
+  seq: number;
+  at: number;
+  /** Who acted: `cli`, `gateway:NAME`, `identity:NAME`, ... */
+  actor: string;
+  /** What was done: `knock`, `identity.revoke`, `enroll`, ... */
+  action: string;
+  /** What it was done to. */
+  subject: string;
+  decision: Decision | null;
+  reason: string | null;
+  details: Record<string, unknown>;
+}
+
+export interface NewAuditEntry {
+  /** Default: the store's clock. */
+  at?: number;
+  actor: string;
+  action: string;
+  subject: string;
+  decision?: Decision;
+  reason?: string;
+  details?: Record<string, unknown>;
+}
+
+export interface Store {
+  createIdentity(input: NewIdentity): Promise<Identity>;
+  getIdentityByName(name: string): Promise<Identity | null>;
+  getIdentityById(id: string): Promise<Identity | null>;
+  /** By the hex identity id a knock carries (identityIdOf of the public key). */
+  getIdentityByKeyId(keyId: string): Promise<Identity | null>;
+  listIdentities(): Promise<Identity[]>;
+  /** Enrollment: sets the key once; a second, different key is refused (`duplicate`). */
+  setIdentityPublicKey(name: string, publicKey: string): Promise<Identity>;
+  setIdentityDisabled(name: string, disabled: boolean): Promise<Identity>;
+  /**
+   * Marks the identity revoked (keeping the first revocation time) and revokes its certificates
+   * that were not yet revoked. Returns the serials revoked by this call, for the caller to push.
+   */
+  revokeIdentity(name: string, now: number): Promise<string[]>;
+
+  createGroup(name: string): Promise<Group>;
+  listGroups(): Promise<Group[]>;
+  addToGroup(identityName: string, groupName: string): Promise<void>;
+
+  createGateway(input: NewGateway): Promise<Gateway>;
+  getGatewayByName(name: string): Promise<Gateway | null>;
+  listGateways(): Promise<Gateway[]>;
+  /** Gateway enrollment: sets the key and marks the gateway enrolled. */
+  setGatewayPublicKey(name: string, publicKey: string): Promise<Gateway>;
+
+  createService(input: NewService): Promise<Service>;
+  getServiceByName(name: string): Promise<Service | null>;
+  listServices(): Promise<Service[]>;
+
+  addPolicy(input: NewPolicy): Promise<Policy>;
+  /** Policies naming the identity directly or one of its groups, each with its service. */
+  policiesFor(identityId: string): Promise<PolicyWithService[]>;
+  listPolicies(): Promise<PolicyWithService[]>;
+
+  createEnrollmentToken(input: NewEnrollmentToken): Promise<EnrollmentToken>;
+  /** Marks the token used, at most once, atomically; says why when it cannot. */
+  consumeEnrollmentToken(tokenHash: string, now: number): Promise<TokenConsumption>;
+
+  recordCertificate(input: NewCertificate): Promise<Certificate>;
+  getCertificate(serial: string): Promise<Certificate | null>;
+  /** Revokes one certificate; false when it was already revoked. */
+  revokeCertificate(serial: string, now: number): Promise<boolean>;
+  isSerialRevoked(serial: string): Promise<boolean>;
+  /** Revoked serials; with `unexpiredAt`, only those whose certificate is still within its validity then. */
+  listRevokedSerials(unexpiredAt?: number): Promise<string[]>;
+
+  openSession(input: NewSession): Promise<Session>;
+  /** false when the session was already closed (the first close and its reason stand). */
+  closeSession(id: string, now: number, reason: string): Promise<boolean>;
+  /** Closes every open session of an identity; returns the closed sessions' ids. */
+  closeSessionsOf(identityId: string, now: number, reason: string): Promise<string[]>;
+  listSessions(filter?: SessionFilter): Promise<Session[]>;
+
+  appendAudit(entry: NewAuditEntry): Promise<AuditEntry>;
+  /** Entries with seq > afterSeq (default 0), oldest first, at most `limit` (default 1000). */
+  listAudit(afterSeq?: number, limit?: number): Promise<AuditEntry[]>;
+
+  close(): Promise<void>;
+}

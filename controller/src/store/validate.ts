@@ -1,0 +1,210 @@
+// Input checks at the store's edge. The CLI, the HTTP API and the enrollment path all end here, so
+// checking once here means no caller can write a malformed row. Each message names the field, shows
+// what arrived and says what would be accepted.
+
+import { isIPv4, isIPv6 } from 'node:net';
+import { decodeKey } from '@umbra/protocol';
+import { StoreError } from './errors.ts';
+
+/** Names appear in logs, CLI arguments and certificate subjects: keep them to a safe alphabet. */
+const NAME = /^[A-Za-z0-9._@-]{1,64}$/;
+const HOSTNAME_LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+/** As long as the gateway's pinhole may be (services/spa-gateway MAX_TTL_SECONDS). */
+export const MAX_TTL_SECONDS = 86_400;
+export const DEFAULT_TTL_SECONDS = 30;
+const MAX_REQUIREMENTS = 32;
+/** KEY, a comparison, VALUE: `disk_encryption=on`, `os_version>=12`. The posture engine gives the meaning. */
+const REQUIREMENT = /^([A-Za-z][A-Za-z0-9_.-]{0,63})(=|!=|>=|<=)([^\s=][^\p{Cc}]{0,127})$/u;
+const HOURS = /^(\d\d):(\d\d)-(\d\d):(\d\d)$/;
+const DAY_NAMES = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'] as const;
+const MAX_TEXT = 256;
+const MAX_DETAILS_BYTES = 16 * 1024;
+
+export function invalid(field: string, message: string): StoreError {
+  return new StoreError('invalid', `${field}: ${message}`, field);
+}
+
+/** The value as it should appear in a message: quoted and cut short, or its type. */
+export function shown(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (value === null) return 'null';
+  return Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+}
+
+export function checkName(value: unknown, field: string): string {
+  if (typeof value !== 'string' || !NAME.test(value)) {
+    throw invalid(field, `expected 1-64 letters, digits or ._@-, got ${shown(value)}`);
+  }
+  return value;
+}
+
+export function checkNames(value: unknown, field: string): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw invalid(field, `expected a list of names, got ${shown(value)}`);
+  const names = value.map((item, index) => checkName(item, `${field}[${index}]`));
+  const repeated = names.find((name, index) => names.indexOf(name) !== index);
+  if (repeated !== undefined) throw invalid(field, `${JSON.stringify(repeated)} is listed twice`);
+  return names;
+}
+
+export function checkOneOf<T extends string>(value: unknown, allowed: readonly T[], field: string): T {
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    throw invalid(field, `expected one of ${allowed.join(', ')}, got ${shown(value)}`);
+  }
+  return value as T;
+}
+
+/** An Ed25519 public key in the canonical base64 spelling `umbra keygen` prints. */
+export function checkPublicKey(value: unknown, field: string): { text: string; raw: Buffer } {
+  if (typeof value !== 'string') throw invalid(field, `expected a base64 Ed25519 public key, got ${shown(value)}`);
+  try {
+    return { text: value, raw: decodeKey(value, field) };
+  } catch (error) {
+    throw new StoreError('invalid', (error as Error).message, field);
+  }
+}
+
+/** HOST:PORT, with HOST a DNS name, an IPv4 address or a bracketed IPv6 address. */
+export function checkBackend(value: unknown, field: string): string {
+  const expected = 'expected HOST:PORT, e.g. "10.0.0.5:5432", "db.internal:5432" or "[fd00::5]:5432"';
+  if (typeof value !== 'string') throw invalid(field, `${expected}, got ${shown(value)}`);
+  const colon = value.lastIndexOf(':');
+  const host = value.slice(0, colon);
+  const port = value.slice(colon + 1);
+  if (colon < 1 || !/^[1-9]\d{0,4}$/.test(port) || Number(port) > 65535) {
+    throw invalid(field, `${expected} with a port from 1 to 65535, got ${shown(value)}`);
+  }
+  const bracketed = host.startsWith('[') && host.endsWith(']');
+  const hostOk = bracketed
+    ? isIPv6(host.slice(1, -1))
+    : /^[\d.]+$/.test(host)
+      ? isIPv4(host)
+      : host.length <= 253 && host.split('.').every((label) => HOSTNAME_LABEL.test(label));
+  if (!hostOk) throw invalid(field, `${expected}, got ${shown(value)} (the host is not a name or address)`);
+  return value;
+}
+
+export function checkTtlSeconds(value: unknown, field: string): number {
+  if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > MAX_TTL_SECONDS) {
+    throw invalid(field, `expected a whole number of seconds from 1 to ${MAX_TTL_SECONDS}, got ${shown(value)}`);
+  }
+  return value as number;
+}
+
+/** HH:MM-HH:MM. An end before the start wraps past midnight (22:00-06:00); 24:00 ends the day. */
+export function checkHours(value: unknown, field: string): string {
+  const expected = 'expected HH:MM-HH:MM such as "08:00-18:00" (an end before the start wraps past midnight)';
+  const match = typeof value === 'string' ? HOURS.exec(value) : null;
+  if (match === null) throw invalid(field, `${expected}, got ${shown(value)}`);
+  const [startHour, startMinute, endHour, endMinute] = match.slice(1).map(Number) as [number, number, number, number];
+  const start = startHour * 60 + startMinute;
+  const end = endHour * 60 + endMinute;
+  if (startHour > 23 || endHour > 24 || startMinute > 59 || endMinute > 59 || end > 24 * 60) {
+    throw invalid(field, `${expected}, got ${shown(value)} (not a time of day)`);
+  }
+  if (start === end) throw invalid(field, `${expected}, got ${shown(value)} (an empty window)`);
+  return value as string;
+}
+
+/** Day names and ranges, comma-separated: "Mon-Fri", "Sat,Sun". Returned in canonical case. */
+export function checkDays(value: unknown, field: string): string {
+  const expected = 'expected days Mon..Sun, comma-separated, ranges allowed, e.g. "Mon-Fri" or "Mon,Wed,Sat-Sun"';
+  if (typeof value !== 'string' || value.length === 0) throw invalid(field, `${expected}, got ${shown(value)}`);
+  const canonical = (day: string): string => {
+    const found = DAY_NAMES.find((name) => name.toLowerCase() === day.toLowerCase());
+    if (found === undefined) throw invalid(field, `${expected}, got ${shown(value)} ("${day}" is not a day)`);
+    return found;
+  };
+  return value
+    .split(',')
+    .map((part) => part.trim().split('-').map(canonical).join('-'))
+    .map((part) => {
+      if (part.split('-').length > 2) throw invalid(field, `${expected}, got ${shown(value)}`);
+      return part;
+    })
+    .join(',');
+}
+
+export function checkRequirements(value: unknown, field: string): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw invalid(field, `expected a list of KEY=VALUE, got ${shown(value)}`);
+  if (value.length > MAX_REQUIREMENTS) throw invalid(field, `at most ${MAX_REQUIREMENTS} requirements, got ${value.length}`);
+  return value.map((item, index) => {
+    if (typeof item !== 'string' || !REQUIREMENT.test(item)) {
+      throw invalid(
+        `${field}[${index}]`,
+        `expected KEY=VALUE (or KEY>=VALUE, KEY<=VALUE, KEY!=VALUE) such as "disk_encryption=on", got ${shown(item)}`,
+      );
+    }
+    return item;
+  });
+}
+
+/** Milliseconds since the epoch. */
+export function checkTimestamp(value: unknown, field: string): number {
+  if (!Number.isSafeInteger(value) || (value as number) < 0) {
+    throw invalid(field, `expected a time in whole milliseconds since 1970, got ${shown(value)}`);
+  }
+  return value as number;
+}
+
+/** Hex of `minBytes` to `maxBytes` bytes, returned in lower case so one value has one spelling. */
+export function checkHex(value: unknown, field: string, minBytes: number, maxBytes: number): string {
+  const range = minBytes === maxBytes ? `${minBytes}` : `${minBytes}-${maxBytes}`;
+  if (
+    typeof value !== 'string' ||
+    !/^[0-9A-Fa-f]*$/.test(value) ||
+    value.length % 2 !== 0 ||
+    value.length < minBytes * 2 ||
+    value.length > maxBytes * 2
+  ) {
+    throw invalid(field, `expected ${range} bytes in hex, got ${shown(value)}`);
+  }
+  return value.toLowerCase();
+}
+
+/** A generated row id: 16 random bytes in hex. */
+export function checkId(value: unknown, field: string): string {
+  return checkHex(value, field, 16, 16);
+}
+
+export function checkIpAddress(value: unknown, field: string): string {
+  if (typeof value !== 'string' || !(isIPv4(value) || isIPv6(value))) {
+    throw invalid(field, `expected an IPv4 or IPv6 address, got ${shown(value)}`);
+  }
+  return value;
+}
+
+/** Free text that ends up in the audit log and `umbra-controller sessions`: bounded, one line. */
+export function checkText(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_TEXT || /\p{Cc}/u.test(value)) {
+    throw invalid(field, `expected 1-${MAX_TEXT} characters on one line, got ${shown(value)}`);
+  }
+  return value;
+}
+
+export function checkPem(value: unknown, field: string): string {
+  if (typeof value !== 'string' || !/^-----BEGIN CERTIFICATE-----\r?\n[\s\S]+-----END CERTIFICATE-----\s*$/.test(value)) {
+    throw invalid(field, `expected one PEM certificate (-----BEGIN CERTIFICATE----- ...), got ${shown(value)}`);
+  }
+  return value;
+}
+
+/** A JSON object, serialised; bounded so one entry cannot bloat the log. */
+export function checkDetails(value: unknown, field: string): string {
+  if (value === undefined) return '{}';
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw invalid(field, `expected an object, got ${shown(value)}`);
+  }
+  let text: string;
+  try {
+    text = JSON.stringify(value);
+  } catch (error) {
+    throw invalid(field, `cannot be written as JSON: ${(error as Error).message}`);
+  }
+  if (Buffer.byteLength(text) > MAX_DETAILS_BYTES) {
+    throw invalid(field, `at most ${MAX_DETAILS_BYTES} bytes of JSON, got ${Buffer.byteLength(text)}`);
+  }
+  return text;
+}
