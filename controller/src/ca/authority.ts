@@ -114,7 +114,10 @@ export class CertificateAuthority {
   }
 
   /** Creates a new CA in `dir` (which must exist); refuses if one is there already. */
-  static async create(dir: string, options: CreateCertificateAuthorityOptions): Promise<CertificateAuthority> {
+  static async create(
+    dir: string,
+    options: CreateCertificateAuthorityOptions,
+  ): Promise<CertificateAuthority> {
     const name = options.name;
     if (typeof name !== 'string' || name.trim() === '' || name.length > CA_NAME_MAX_LENGTH)
       throw new CertificateAuthorityError(
@@ -150,7 +153,10 @@ export class CertificateAuthority {
       crypto,
     );
     const pkcs8 = Buffer.from(await crypto.subtle.exportKey('pkcs8', keys.privateKey));
-    const keyPem = x509.PemConverter.encode(pkcs8.buffer.slice(pkcs8.byteOffset, pkcs8.byteOffset + pkcs8.length), 'PRIVATE KEY');
+    const keyPem = x509.PemConverter.encode(
+      pkcs8.buffer.slice(pkcs8.byteOffset, pkcs8.byteOffset + pkcs8.length),
+      'PRIVATE KEY',
+    );
     pkcs8.fill(0);
 
     // The key first, exclusively (a racing `create` loses here and touches nothing); the certificate
@@ -158,7 +164,9 @@ export class CertificateAuthority {
     try {
       await writeSecretFile(keyPath, keyPem);
     } catch (error) {
-      throw new CertificateAuthorityError(`cannot create the CA key: ${(error as Error).message}`, { cause: error });
+      throw new CertificateAuthorityError(`cannot create the CA key: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
     try {
       await writeSecretFile(certPath, certificate.toString('pem'));
@@ -200,9 +208,12 @@ export class CertificateAuthority {
     try {
       key = createPrivateKey(keyText);
     } catch (error) {
-      throw new CertificateAuthorityError(`CA key ${keyPath}: not a PEM private key; restore it from a backup`, {
-        cause: error,
-      });
+      throw new CertificateAuthorityError(
+        `CA key ${keyPath}: not a PEM private key; restore it from a backup`,
+        {
+          cause: error,
+        },
+      );
     }
     if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1')
       throw new CertificateAuthorityError(`CA key ${keyPath}: expected an ECDSA P-256 key`);
@@ -211,24 +222,35 @@ export class CertificateAuthority {
     try {
       certificate = new x509.X509Certificate(certText);
     } catch (error) {
-      throw new CertificateAuthorityError(`CA certificate ${certPath}: not a PEM certificate; restore it from a backup`, {
-        cause: error,
-      });
+      throw new CertificateAuthorityError(
+        `CA certificate ${certPath}: not a PEM certificate; restore it from a backup`,
+        {
+          cause: error,
+        },
+      );
     }
     const constraints = certificate.getExtension(x509.BasicConstraintsExtension);
     if (!constraints?.ca)
-      throw new CertificateAuthorityError(`CA certificate ${certPath}: not a CA certificate (basicConstraints CA:FALSE)`);
+      throw new CertificateAuthorityError(
+        `CA certificate ${certPath}: not a CA certificate (basicConstraints CA:FALSE)`,
+      );
     const spkiOfKey = createPublicKey(key).export({ type: 'spki', format: 'der' });
     if (!spkiOfKey.equals(Buffer.from(certificate.publicKey.rawData)))
       throw new CertificateAuthorityError(
         `CA certificate ${certPath} does not belong to the key in ${keyPath}; restore the matching pair`,
       );
     const ski = certificate.getExtension(x509.SubjectKeyIdentifierExtension);
-    const keyId = ski?.keyId ?? (await x509.SubjectKeyIdentifierExtension.create(certificate.publicKey, false, crypto)).keyId;
+    const keyId =
+      ski?.keyId ??
+      (await x509.SubjectKeyIdentifierExtension.create(certificate.publicKey, false, crypto)).keyId;
     return CertificateAuthority.#fromKeyObject(certificate, key, keyId);
   }
 
-  static #fromKeyObject(certificate: x509.X509Certificate, key: KeyObject, keyId: string): CertificateAuthority {
+  static #fromKeyObject(
+    certificate: x509.X509Certificate,
+    key: KeyObject,
+    keyId: string,
+  ): CertificateAuthority {
     // Held as a non-extractable CryptoKey: nothing in this process can read the key back out.
     const signingKey = key.toCryptoKey(CA_KEY_ALGORITHM, false, ['sign']);
     return new CertificateAuthority(certificate, signingKey, keyId);
@@ -240,7 +262,10 @@ export class CertificateAuthority {
   }
 
   /** A client certificate for the identity `options.identity`, for the key that signed `csrPem`. */
-  async issueClientCertificate(csrPem: string, options: IssueClientCertificateOptions): Promise<IssuedCertificate> {
+  async issueClientCertificate(
+    csrPem: string,
+    options: IssueClientCertificateOptions,
+  ): Promise<IssuedCertificate> {
     assertSubjectName(options.identity, 'identity');
     const validitySeconds = checkValidity(options.validitySeconds ?? DEFAULT_CLIENT_VALIDITY_SECONDS);
     const publicKey = await keyFromRequest(csrPem);
@@ -255,7 +280,10 @@ export class CertificateAuthority {
   }
 
   /** A server certificate for gateway `options.gatewayName`'s TLS listener. */
-  async issueServerCertificate(key: SubjectKey, options: IssueServerCertificateOptions): Promise<IssuedCertificate> {
+  async issueServerCertificate(
+    key: SubjectKey,
+    options: IssueServerCertificateOptions,
+  ): Promise<IssuedCertificate> {
     assertSubjectName(options.gatewayName, 'gatewayName');
     const validitySeconds = checkValidity(options.validitySeconds ?? DEFAULT_SERVER_VALIDITY_SECONDS);
     const extraNames: x509.JsonGeneralName[] = [];
@@ -268,7 +296,9 @@ export class CertificateAuthority {
     }
     for (const ip of options.ipAddresses ?? []) {
       if (typeof ip !== 'string' || isIP(ip) === 0)
-        throw new CertificateRequestError(`ipAddresses: ${JSON.stringify(ip)} is not an IPv4 or IPv6 address`);
+        throw new CertificateRequestError(
+          `ipAddresses: ${JSON.stringify(ip)} is not an IPv4 or IPv6 address`,
+        );
       extraNames.push({ type: 'ip', value: ip });
     }
     const publicKey = typeof key === 'string' ? await keyFromRequest(key) : keyFromKeyObject(key);
@@ -293,7 +323,9 @@ export class CertificateAuthority {
     const now = wholeSeconds(request.now ?? new Date());
     const notBefore = new Date(now.getTime() - CLOCK_SKEW_SECONDS * 1000);
     // A leaf cannot outlive the CA that vouches for it; near the CA's end the leaf is cut short.
-    const notAfter = new Date(Math.min(now.getTime() + request.validitySeconds * 1000, this.certificate.notAfter.getTime()));
+    const notAfter = new Date(
+      Math.min(now.getTime() + request.validitySeconds * 1000, this.certificate.notAfter.getTime()),
+    );
     if (notAfter <= now)
       throw new CertificateAuthorityError(
         `the CA certificate expired on ${this.certificate.notAfter.toISOString()}; create a new CA and re-enroll`,
@@ -342,14 +374,18 @@ export class CertificateAuthority {
       return failure('malformed', `not a PEM certificate (${(error as Error).message})`);
     }
     if (leaf.issuer !== this.certificate.subject)
-      return failure('unknown-issuer', `issued by "${leaf.issuer}", not by this CA ("${this.certificate.subject}")`);
+      return failure(
+        'unknown-issuer',
+        `issued by "${leaf.issuer}", not by this CA ("${this.certificate.subject}")`,
+      );
     let signed = false;
     try {
       signed = await leaf.verify({ publicKey: this.certificate.publicKey, signatureOnly: true }, crypto);
     } catch {
       signed = false;
     }
-    if (!signed) return failure('unknown-issuer', `its signature does not verify with this CA's key (${this.pin})`);
+    if (!signed)
+      return failure('unknown-issuer', `its signature does not verify with this CA's key (${this.pin})`);
     if (now < leaf.notBefore) return failure('not-yet-valid', `valid from ${leaf.notBefore.toISOString()}`);
     if (now > leaf.notAfter) return failure('expired', `expired at ${leaf.notAfter.toISOString()}`);
 
@@ -374,7 +410,8 @@ export class CertificateAuthority {
   }
 }
 
-const DNS_NAME = /^(\*\.)?(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const DNS_NAME =
+  /^(\*\.)?(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 function failure(reason: ChainFailureReason, detail: string): ChainVerification {
   return { ok: false, reason, detail };
@@ -398,9 +435,13 @@ function checkValidity(seconds: number): number {
 /** Parses a PKCS#10 request and returns its key, once the request's signature proves possession of it. */
 async function keyFromRequest(csrPem: string): Promise<x509.PublicKey> {
   if (typeof csrPem !== 'string' || !csrPem.includes('-----BEGIN CERTIFICATE REQUEST-----'))
-    throw new CertificateRequestError('csr: expected a PEM PKCS#10 request ("-----BEGIN CERTIFICATE REQUEST-----")');
+    throw new CertificateRequestError(
+      'csr: expected a PEM PKCS#10 request ("-----BEGIN CERTIFICATE REQUEST-----")',
+    );
   if (csrPem.length > MAX_PEM_LENGTH)
-    throw new CertificateRequestError(`csr: ${csrPem.length} characters; a request is at most ${MAX_PEM_LENGTH}`);
+    throw new CertificateRequestError(
+      `csr: ${csrPem.length} characters; a request is at most ${MAX_PEM_LENGTH}`,
+    );
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(csrPem);
@@ -436,8 +477,7 @@ function keyFromKeyObject(key: KeyObject): x509.PublicKey {
 /** Only the two key types Umbra's clients and gateways generate; anything else is a mistake or a probe. */
 function assertIssuableKey(publicKey: x509.PublicKey, field: string): void {
   const algorithm = publicKey.algorithm as { name?: string; namedCurve?: string };
-  const ok =
-    algorithm.name === 'Ed25519' || (algorithm.name === 'ECDSA' && algorithm.namedCurve === 'P-256');
+  const ok = algorithm.name === 'Ed25519' || (algorithm.name === 'ECDSA' && algorithm.namedCurve === 'P-256');
   if (!ok)
     throw new CertificateRequestError(
       `${field}: the key is ${algorithm.name ?? 'unknown'}${algorithm.namedCurve ? ` ${algorithm.namedCurve}` : ''}; Umbra certifies ECDSA P-256 or Ed25519 keys only`,

@@ -24,7 +24,8 @@ export const MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
-    description: 'identities, groups, gateways, services, policies, enrollment, certificates, sessions, audit',
+    description:
+      'identities, groups, gateways, services, policies, enrollment, certificates, sessions, audit',
     statements: [
       // owner_id: the user or service a device belongs to. key_id: identityIdOf(public_key) in hex,
       // the 16 bytes a knock names, so the decision path finds the identity by index.

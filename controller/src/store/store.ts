@@ -122,7 +122,7 @@ export const ENROLLMENT_KINDS: readonly EnrollmentKind[] = ['identity', 'gateway
 
 export interface EnrollmentToken {
   id: string;
-  /** SHA-256 of the token's secret, hex (enrollmentTokenHash). The secret itself is never stored. */
+  /** SHA-256 of the token's secret, hex (hashTokenSecret in ../ca). The secret itself is never stored. */
   tokenHash: string;
   kind: EnrollmentKind;
   /** The identity or gateway name the token enrolls. */

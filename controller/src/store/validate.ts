@@ -4,19 +4,18 @@
 
 import { isIPv4, isIPv6 } from 'node:net';
 import { decodeKey } from '@umbra/protocol';
+import { formatRequirement, parseDays, parseHours, parseRequirement } from '../policy/index.ts';
 import { StoreError } from './errors.ts';
 
 /** Names appear in logs, CLI arguments and certificate subjects: keep them to a safe alphabet. */
-const NAME = /^[A-Za-z0-9._@-]{1,64}$/;
+// A letter or digit first, so a name can never be "." or ".." (it becomes a URI path segment in certificates).
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 const HOSTNAME_LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 /** As long as the gateway's pinhole may be (services/spa-gateway MAX_TTL_SECONDS). */
 export const MAX_TTL_SECONDS = 86_400;
 export const DEFAULT_TTL_SECONDS = 30;
 const MAX_REQUIREMENTS = 32;
 /** KEY, a comparison, VALUE: `disk_encryption=on`, `os_version>=12`. The posture engine gives the meaning. */
-const REQUIREMENT = /^([A-Za-z][A-Za-z0-9_.-]{0,63})(=|!=|>=|<=)([^\s=][^\p{Cc}]{0,127})$/u;
-const HOURS = /^(\d\d):(\d\d)-(\d\d):(\d\d)$/;
-const DAY_NAMES = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'] as const;
 const MAX_TEXT = 256;
 const MAX_DETAILS_BYTES = 16 * 1024;
 
@@ -26,7 +25,8 @@ export function invalid(field: string, message: string): StoreError {
 
 /** The value as it should appear in a message: quoted and cut short, or its type. */
 export function shown(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+  if (typeof value === 'string')
+    return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);
   if (value === null) return 'null';
   return Array.isArray(value) ? 'an array' : `a ${typeof value}`;
@@ -57,7 +57,8 @@ export function checkOneOf<T extends string>(value: unknown, allowed: readonly T
 
 /** An Ed25519 public key in the canonical base64 spelling `umbra keygen` prints. */
 export function checkPublicKey(value: unknown, field: string): { text: string; raw: Buffer } {
-  if (typeof value !== 'string') throw invalid(field, `expected a base64 Ed25519 public key, got ${shown(value)}`);
+  if (typeof value !== 'string')
+    throw invalid(field, `expected a base64 Ed25519 public key, got ${shown(value)}`);
   try {
     return { text: value, raw: decodeKey(value, field) };
   } catch (error) {
@@ -87,57 +88,54 @@ export function checkBackend(value: unknown, field: string): string {
 
 export function checkTtlSeconds(value: unknown, field: string): number {
   if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > MAX_TTL_SECONDS) {
-    throw invalid(field, `expected a whole number of seconds from 1 to ${MAX_TTL_SECONDS}, got ${shown(value)}`);
+    throw invalid(
+      field,
+      `expected a whole number of seconds from 1 to ${MAX_TTL_SECONDS}, got ${shown(value)}`,
+    );
   }
   return value as number;
 }
 
-/** HH:MM-HH:MM. An end before the start wraps past midnight (22:00-06:00); 24:00 ends the day. */
+/**
+ * Hours, days and posture requirements are checked by the decision engine's own parsers, so the
+ * store never holds a policy the engine cannot read. Their messages name the accepted forms.
+ */
 export function checkHours(value: unknown, field: string): string {
-  const expected = 'expected HH:MM-HH:MM such as "08:00-18:00" (an end before the start wraps past midnight)';
-  const match = typeof value === 'string' ? HOURS.exec(value) : null;
-  if (match === null) throw invalid(field, `${expected}, got ${shown(value)}`);
-  const [startHour, startMinute, endHour, endMinute] = match.slice(1).map(Number) as [number, number, number, number];
-  const start = startHour * 60 + startMinute;
-  const end = endHour * 60 + endMinute;
-  if (startHour > 23 || endHour > 24 || startMinute > 59 || endMinute > 59 || end > 24 * 60) {
-    throw invalid(field, `${expected}, got ${shown(value)} (not a time of day)`);
+  if (typeof value !== 'string')
+    throw invalid(field, `expected HH:MM-HH:MM such as "08:00-18:00", got ${shown(value)}`);
+  try {
+    parseHours(value);
+  } catch (error) {
+    throw invalid(field, (error as Error).message);
   }
-  if (start === end) throw invalid(field, `${expected}, got ${shown(value)} (an empty window)`);
-  return value as string;
+  return value;
 }
 
-/** Day names and ranges, comma-separated: "Mon-Fri", "Sat,Sun". Returned in canonical case. */
+/** Day names and ranges, comma-separated: "mon-fri", "sat,sun". Stored in lower case. */
 export function checkDays(value: unknown, field: string): string {
-  const expected = 'expected days Mon..Sun, comma-separated, ranges allowed, e.g. "Mon-Fri" or "Mon,Wed,Sat-Sun"';
-  if (typeof value !== 'string' || value.length === 0) throw invalid(field, `${expected}, got ${shown(value)}`);
-  const canonical = (day: string): string => {
-    const found = DAY_NAMES.find((name) => name.toLowerCase() === day.toLowerCase());
-    if (found === undefined) throw invalid(field, `${expected}, got ${shown(value)} ("${day}" is not a day)`);
-    return found;
-  };
-  return value
-    .split(',')
-    .map((part) => part.trim().split('-').map(canonical).join('-'))
-    .map((part) => {
-      if (part.split('-').length > 2) throw invalid(field, `${expected}, got ${shown(value)}`);
-      return part;
-    })
-    .join(',');
+  if (typeof value !== 'string' || value.length === 0)
+    throw invalid(field, `expected days such as "mon-fri" or "mon,wed,sat-sun", got ${shown(value)}`);
+  try {
+    parseDays(value);
+  } catch (error) {
+    throw invalid(field, (error as Error).message);
+  }
+  return value.toLowerCase();
 }
 
 export function checkRequirements(value: unknown, field: string): string[] {
   if (value === undefined) return [];
   if (!Array.isArray(value)) throw invalid(field, `expected a list of KEY=VALUE, got ${shown(value)}`);
-  if (value.length > MAX_REQUIREMENTS) throw invalid(field, `at most ${MAX_REQUIREMENTS} requirements, got ${value.length}`);
+  if (value.length > MAX_REQUIREMENTS)
+    throw invalid(field, `at most ${MAX_REQUIREMENTS} requirements, got ${value.length}`);
   return value.map((item, index) => {
-    if (typeof item !== 'string' || !REQUIREMENT.test(item)) {
-      throw invalid(
-        `${field}[${index}]`,
-        `expected KEY=VALUE (or KEY>=VALUE, KEY<=VALUE, KEY!=VALUE) such as "disk_encryption=on", got ${shown(item)}`,
-      );
+    if (typeof item !== 'string')
+      throw invalid(`${field}[${index}]`, `expected KEY=VALUE text, got ${shown(item)}`);
+    try {
+      return formatRequirement(parseRequirement(item));
+    } catch (error) {
+      throw invalid(`${field}[${index}]`, (error as Error).message);
     }
-    return item;
   });
 }
 
@@ -185,8 +183,14 @@ export function checkText(value: unknown, field: string): string {
 }
 
 export function checkPem(value: unknown, field: string): string {
-  if (typeof value !== 'string' || !/^-----BEGIN CERTIFICATE-----\r?\n[\s\S]+-----END CERTIFICATE-----\s*$/.test(value)) {
-    throw invalid(field, `expected one PEM certificate (-----BEGIN CERTIFICATE----- ...), got ${shown(value)}`);
+  if (
+    typeof value !== 'string' ||
+    !/^-----BEGIN CERTIFICATE-----\r?\n[\s\S]+-----END CERTIFICATE-----\s*$/.test(value)
+  ) {
+    throw invalid(
+      field,
+      `expected one PEM certificate (-----BEGIN CERTIFICATE----- ...), got ${shown(value)}`,
+    );
   }
   return value;
 }
