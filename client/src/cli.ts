@@ -2,7 +2,8 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { type ParseArgsOptionsConfig, parseArgs } from 'node:util';
+import type { ParseArgsOptionsConfig } from 'node:util';
+import { parseCommand, required as requireOption, runCli, UsageError } from '@umbra/cli-kit';
 import { decodeKey, encodeKey, parseAccess, sealKnock } from '@umbra/protocol';
 import { parseGatewayAddress } from './gateway-address.ts';
 import { createIdentityFile, loadIdentityFile } from './identity.ts';
@@ -45,28 +46,10 @@ os_version, kernel, disk_encryption (whether / is on dm-crypt), firewall (whethe
 loaded). A fact the platform does not tell is left out, and a policy that requires it refuses.`,
 };
 
-class UsageError extends Error {}
-
-function parse<T extends ParseArgsOptionsConfig>(command: string, args: string[], options: T) {
-  try {
-    return parseArgs({
-      args,
-      options: { ...options, help: { type: 'boolean', short: 'h' } } as T & {
-        help: { type: 'boolean'; short: 'h' };
-      },
-      strict: true,
-    }).values;
-  } catch (error) {
-    throw new UsageError(`${(error as Error).message}\n\n${HELP[command]}`);
-  }
-}
-
-function required(command: string, values: Record<string, unknown>, name: string): string {
-  const value = values[name];
-  if (typeof value !== 'string' || value === '')
-    throw new UsageError(`missing --${name}\n\n${HELP[command]}`);
-  return value;
-}
+const parse = <T extends ParseArgsOptionsConfig>(command: string, args: string[], options: T) =>
+  parseCommand(HELP[command]!, args, options).values;
+const required = (command: string, values: Record<string, unknown>, name: string) =>
+  requireOption(HELP[command]!, values, name);
 
 /** The key itself, or the first line of a file that holds it. */
 function readGatewayKey(text: string): Buffer {
@@ -147,10 +130,4 @@ function help(command: string): number {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    process.stderr.write(`umbra: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(error instanceof UsageError ? 2 : 1);
-  },
-);
+runCli('umbra', main);

@@ -2,7 +2,8 @@
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type ParseArgsOptionsConfig, parseArgs } from 'node:util';
+import type { ParseArgsOptionsConfig } from 'node:util';
+import { parseCommand, required as requireOption, runCli, UsageError } from '@umbra/cli-kit';
 import { encodeKey } from '@umbra/protocol';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config.ts';
@@ -42,28 +43,10 @@ Prints the counters the running gateway writes each second to STATE_DIR/stats.js
 accepted knocks, rejections by reason, and packets the capture dropped.`,
 };
 
-class UsageError extends Error {}
-
-function parse<T extends ParseArgsOptionsConfig>(command: string, args: string[], options: T) {
-  try {
-    return parseArgs({
-      args,
-      options: { ...options, help: { type: 'boolean', short: 'h' } } as T & {
-        help: { type: 'boolean'; short: 'h' };
-      },
-      strict: true,
-    }).values;
-  } catch (error) {
-    throw new UsageError(`${(error as Error).message}\n\n${HELP[command]}`);
-  }
-}
-
-function required(command: string, values: Record<string, unknown>, name: string): string {
-  const value = values[name];
-  if (typeof value !== 'string' || value === '')
-    throw new UsageError(`missing --${name}\n\n${HELP[command]}`);
-  return value;
-}
+const parse = <T extends ParseArgsOptionsConfig>(command: string, args: string[], options: T) =>
+  parseCommand(HELP[command]!, args, options).values;
+const required = (command: string, values: Record<string, unknown>, name: string) =>
+  requireOption(HELP[command]!, values, name);
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
@@ -121,12 +104,4 @@ function help(command: string): number {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    // Usage, configuration and pre-flight errors, like every other, are told in one line: no stack.
-    const usage = error instanceof UsageError || error instanceof ConfigError;
-    process.stderr.write(`umbra-gateway: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(usage ? 2 : 1);
-  },
-);
+runCli('umbra-gateway', main, [ConfigError]);

@@ -1,0 +1,34 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseCommand, parseDuration, required, UsageError } from './index.ts';
+
+const HELP = 'Usage: x thing --name NAME';
+
+test('options parse, --help is always there, and errors carry the help', () => {
+  const { values } = parseCommand(HELP, ['--name', 'a'], { name: { type: 'string' } });
+  assert.equal(values.name, 'a');
+  assert.equal(parseCommand(HELP, ['-h'], { name: { type: 'string' } }).values.help, true);
+  assert.throws(
+    () => parseCommand(HELP, ['--nmae', 'a'], { name: { type: 'string' } }),
+    (error: Error) => {
+      return error instanceof UsageError && /--nmae/.test(error.message) && error.message.endsWith(HELP);
+    },
+  );
+  assert.throws(() => parseCommand(HELP, ['stray'], {}), /Unexpected argument 'stray'/);
+  assert.throws(() => parseCommand(HELP, ['one', 'two'], {}, 1), /unexpected argument "two"/);
+  assert.deepEqual(parseCommand(HELP, ['alice'], {}, 1).positionals, ['alice']);
+});
+
+test('required names the missing option', () => {
+  assert.throws(() => required(HELP, {}, 'name'), /missing --name/);
+  assert.equal(required(HELP, { name: 'a' }, 'name'), 'a');
+});
+
+test('durations', () => {
+  assert.equal(parseDuration('30s', 'ttl'), 30);
+  assert.equal(parseDuration('10m', 'ttl'), 600);
+  assert.equal(parseDuration('24h', 'ttl'), 86400);
+  assert.equal(parseDuration('7d', 'ttl'), 604800);
+  for (const bad of ['', '30', '1.5h', '-1s', '10 m', '3w'])
+    assert.throws(() => parseDuration(bad, 'ttl'), /--ttl/);
+});

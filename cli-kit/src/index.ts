@@ -1,0 +1,78 @@
+// The command-line plumbing every Umbra program shares, so they behave alike: `--help` on every
+// command, unknown or missing options named together with that command's help, errors as one
+// line without a stack trace, and exit codes 0 (done), 1 (failed), 2 (the input was wrong).
+
+import { type ParseArgsOptionsConfig, parseArgs } from 'node:util';
+
+/** The user's input was wrong: exit 2, with the message (which should include the relevant help). */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export interface ParsedCommand<T extends ParseArgsOptionsConfig> {
+  values: ReturnType<
+    typeof parseArgs<{ options: T; args: string[]; strict: true; allowPositionals: true }>
+  >['values'] & {
+    help?: boolean;
+  };
+  positionals: string[];
+}
+
+/** Parses one command's options (`-h`/`--help` always included); errors carry the command's help. */
+export function parseCommand<T extends ParseArgsOptionsConfig>(
+  help: string,
+  args: string[],
+  options: T,
+  positionals = 0,
+): ParsedCommand<T> {
+  let parsed: { values: Record<string, unknown>; positionals: string[] };
+  try {
+    parsed = parseArgs({
+      args,
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+      allowPositionals: positionals > 0,
+    });
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}\n\n${help}`);
+  }
+  if (parsed.positionals.length > positionals && !parsed.values.help)
+    throw new UsageError(`unexpected argument "${parsed.positionals[positionals]}"\n\n${help}`);
+  return parsed as ParsedCommand<T>;
+}
+
+/** The value of a required string option, or a UsageError naming it. */
+export function required(help: string, values: Record<string, unknown>, name: string): string {
+  const value = values[name];
+  if (typeof value !== 'string' || value === '') throw new UsageError(`missing --${name}\n\n${help}`);
+  return value;
+}
+
+/**
+ * Runs `main` and exits with its code. Errors become one line on stderr, prefixed with the
+ * program's name; UsageError and the given input-error classes exit 2, anything else 1.
+ */
+export function runCli(
+  program: string,
+  main: (argv: string[]) => Promise<number>,
+  inputErrors: ReadonlyArray<abstract new (...args: never[]) => Error> = [],
+): void {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`${program}: ${error instanceof Error ? error.message : String(error)}\n`);
+      const input = error instanceof UsageError || inputErrors.some((kind) => error instanceof kind);
+      process.exit(input ? 2 : 1);
+    },
+  );
+}
+
+const DURATION = /^(\d{1,9})(s|m|h|d)$/;
+const UNIT_SECONDS = { s: 1, m: 60, h: 3600, d: 86400 } as const;
+
+/** "30s", "10m", "24h", "7d" → seconds; a UsageError naming the option otherwise. */
+export function parseDuration(text: string, option: string): number {
+  const match = DURATION.exec(text);
+  if (!match) throw new UsageError(`--${option} "${text}": expected a duration such as 30s, 10m, 24h or 7d`);
+  return Number(match[1]) * UNIT_SECONDS[match[2] as keyof typeof UNIT_SECONDS];
+}
