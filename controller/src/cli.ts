@@ -1,0 +1,336 @@
+// umbra-controller: the controller's administration commands. Every change is made in one store
+// transaction and recorded in the audit log with the CLI as its actor.
+
+import { hostname } from 'node:os';
+import { parseCommand, parseDuration, required, runCli, UsageError } from '@umbra/cli-kit';
+import { createEnrollmentToken } from './ca/index.ts';
+import { type DataDir, DataDirError, initDataDir, openDataDir } from './data-dir.ts';
+import { type Store, StoreError } from './store/index.ts';
+
+const ACTOR = 'cli';
+const DEFAULT_TOKEN_TTL = '24h';
+
+const USAGE = `umbra-controller: identities, policy and the certificate authority of an Umbra perimeter
+
+Usage:
+  umbra-controller init --data DIR --url https://HOST:PORT [--name NAME]
+  umbra-controller token create --data DIR --identity NAME [--group G ...] [--ttl 24h]
+  umbra-controller gateway token create --data DIR --name GW [--ttl 24h]
+  umbra-controller service add --data DIR --name NAME --gateway GW --backend HOST:PORT [--mode tunnel|direct]
+  umbra-controller policy add --data DIR (--identity NAME | --group G) --service NAME
+                              [--require KEY=VALUE ...] [--ttl 30s] [--hours 08:00-18:00] [--days mon-fri]
+  umbra-controller identity list --data DIR
+  umbra-controller identity revoke NAME --data DIR
+  umbra-controller sessions --data DIR             open sessions, as JSON
+  umbra-controller audit --data DIR [--after SEQ]  the audit log, as JSON lines
+  umbra-controller COMMAND --help
+
+Serving gateways and clients (umbra-controller serve) comes with the controller link.`;
+
+const HELP = {
+  init: `Usage: umbra-controller init --data DIR --url https://HOST:PORT [--name NAME]
+
+Creates the controller in DIR (a new or empty directory, mode 0700): the database, a private CA
+(ECDSA P-256; the key in DIR/ca/ca.key, mode 0600) and DIR/controller.json with the URL and the
+CA's pin, which every enrollment token carries. Prints the CA pin.`,
+  'token create': `Usage: umbra-controller token create --data DIR --identity NAME [--group G ...] [--ttl 24h]
+
+Prints a one-time enrollment token for the device identity NAME (created if new) in the given
+groups (created if new). The token carries the controller's URL and CA pin, so \`umbra enroll\`
+needs nothing else. Only a hash of its secret is stored. It expires after --ttl (default 24h).`,
+  'gateway token create': `Usage: umbra-controller gateway token create --data DIR --name GW [--ttl 24h]
+
+Prints a one-time enrollment token for the gateway GW (created if new), for \`umbra-gateway enroll\`.`,
+  'service add': `Usage: umbra-controller service add --data DIR --name NAME --gateway GW --backend HOST:PORT [--mode tunnel|direct]
+
+Adds a service behind gateway GW. tunnel (the default): clients reach the backend through the
+gateway's mutual-TLS tunnel. direct: the pinhole opens the backend's port itself, as fwknop does.`,
+  'policy add': `Usage: umbra-controller policy add --data DIR (--identity NAME | --group G) --service NAME [options]
+
+Lets an identity, or every member of a group, reach a service.
+  --require KEY=VALUE   a posture the device must report (repeatable): KEY=VALUE, KEY!=VALUE,
+                        KEY>=VERSION, KEY<=VERSION, e.g. disk_encryption=on, os_version>=13.2
+  --ttl 30s             the longest a pinhole lasts (default 30s, at most 24h)
+  --hours 08:00-18:00   only between these times (22:00-06:00 crosses midnight)
+  --days mon-fri        only on these days`,
+  'identity list': `Usage: umbra-controller identity list --data DIR
+
+Prints the identities as JSON.`,
+  'identity revoke': `Usage: umbra-controller identity revoke NAME --data DIR
+
+Revokes the identity and every certificate issued to it, closes its sessions, and records it in
+the audit log. Prints the revoked certificate serials as JSON.`,
+  sessions: `Usage: umbra-controller sessions --data DIR [--all]
+
+Prints the open sessions (with --all, closed ones too) as JSON.`,
+  audit: `Usage: umbra-controller audit --data DIR [--after SEQ]
+
+Prints the audit log as JSON lines, oldest first, from after sequence number SEQ.`,
+} as const;
+
+type Command = keyof typeof HELP;
+const COMMANDS = Object.keys(HELP) as Command[];
+
+/** The longest command name that `argv` starts with ("gateway token create" before "gateway"). */
+function commandOf(argv: string[]): { command: Command; rest: string[] } | null {
+  for (const words of [3, 2, 1]) {
+    const name = argv.slice(0, words).join(' ');
+    if ((COMMANDS as string[]).includes(name)) return { command: name as Command, rest: argv.slice(words) };
+  }
+  return null;
+}
+
+async function withData<T>(
+  values: Record<string, unknown>,
+  help: string,
+  work: (data: DataDir) => Promise<T>,
+): Promise<T> {
+  const data = await openDataDir(required(help, values, 'data'));
+  try {
+    return await work(data);
+  } finally {
+    await data.store.close();
+  }
+}
+
+async function createToken(
+  data: DataDir,
+  kind: 'identity' | 'gateway',
+  subjectName: string,
+  groups: string[],
+  ttlSeconds: number,
+): Promise<string> {
+  const { token, secretHash } = createEnrollmentToken({
+    url: data.settings.url,
+    pin: data.settings.caPin,
+    kind,
+  });
+  const now = Date.now();
+  await data.store.createEnrollmentToken({
+    tokenHash: secretHash,
+    kind,
+    subjectName,
+    groups,
+    expiresAt: now + ttlSeconds * 1000,
+  });
+  await data.store.appendAudit({
+    actor: ACTOR,
+    action: `${kind === 'gateway' ? 'gateway.' : ''}token.create`,
+    subject: subjectName,
+    details: { groups, expiresAt: new Date(now + ttlSeconds * 1000).toISOString() },
+  });
+  return token;
+}
+
+async function ensureGroups(store: Store, names: string[]): Promise<void> {
+  const existing = new Set((await store.listGroups()).map((group) => group.name));
+  for (const name of names) {
+    if (existing.has(name)) continue;
+    await store.createGroup(name);
+    process.stderr.write(`umbra-controller: created group ${name}\n`);
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    console.log(USAGE);
+    return argv.length === 0 ? 2 : 0;
+  }
+  const found = commandOf(argv);
+  if (!found) throw new UsageError(`unknown command "${argv.join(' ')}"\n\n${USAGE}`);
+  const { command, rest } = found;
+  const help = HELP[command];
+  const data = { data: { type: 'string' } } as const;
+
+  switch (command) {
+    case 'init': {
+      const { values } = parseCommand(help, rest, {
+        ...data,
+        url: { type: 'string' },
+        name: { type: 'string' },
+      });
+      if (values.help) return show(help);
+      const created = await initDataDir(
+        required(help, values, 'data'),
+        required(help, values, 'url'),
+        values.name ?? `Umbra CA ${hostname()}`,
+      );
+      await created.store.appendAudit({
+        actor: ACTOR,
+        action: 'init',
+        subject: created.settings.url,
+        details: {},
+      });
+      await created.store.close();
+      console.log(created.settings.caPin);
+      return 0;
+    }
+    case 'token create': {
+      const { values } = parseCommand(help, rest, {
+        ...data,
+        identity: { type: 'string' },
+        group: { type: 'string', multiple: true },
+        ttl: { type: 'string' },
+      });
+      if (values.help) return show(help);
+      const name = required(help, values, 'identity');
+      const groups = values.group ?? [];
+      const ttlSeconds = parseDuration(values.ttl ?? DEFAULT_TOKEN_TTL, 'ttl');
+      const token = await withData(values, help, async ({ store, ...rest }) => {
+        await ensureGroups(store, groups);
+        const identity = await store.getIdentityByName(name);
+        if (!identity) await store.createIdentity({ name, kind: 'device', groups });
+        else if (identity.revokedAt !== null)
+          throw new UsageError(`--identity ${name}: this identity is revoked`);
+        else
+          for (const group of groups)
+            if (!identity.groups.includes(group)) await store.addToGroup(name, group);
+        return createToken({ store, ...rest }, 'identity', name, groups, ttlSeconds);
+      });
+      console.log(token);
+      return 0;
+    }
+    case 'gateway token create': {
+      const { values } = parseCommand(help, rest, {
+        ...data,
+        name: { type: 'string' },
+        ttl: { type: 'string' },
+      });
+      if (values.help) return show(help);
+      const name = required(help, values, 'name');
+      const ttlSeconds = parseDuration(values.ttl ?? DEFAULT_TOKEN_TTL, 'ttl');
+      const token = await withData(values, help, async (dir) => {
+        if (!(await dir.store.getGatewayByName(name))) await dir.store.createGateway({ name });
+        return createToken(dir, 'gateway', name, [], ttlSeconds);
+      });
+      console.log(token);
+      return 0;
+    }
+    case 'service add': {
+      const { values } = parseCommand(help, rest, {
+        ...data,
+        name: { type: 'string' },
+        gateway: { type: 'string' },
+        backend: { type: 'string' },
+        mode: { type: 'string' },
+      });
+      if (values.help) return show(help);
+      const input = {
+        name: required(help, values, 'name'),
+        gateway: required(help, values, 'gateway'),
+        backend: required(help, values, 'backend'),
+        mode: (values.mode ?? 'tunnel') as 'tunnel' | 'direct',
+      };
+      const service = await withData(values, help, async ({ store }) => {
+        const created = await store.createService(input);
+        await store.appendAudit({ actor: ACTOR, action: 'service.add', subject: input.name, details: input });
+        return created;
+      });
+      console.log(JSON.stringify(service, null, 2));
+      return 0;
+    }
+    case 'policy add': {
+      const { values } = parseCommand(help, rest, {
+        ...data,
+        identity: { type: 'string' },
+        group: { type: 'string' },
+        service: { type: 'string' },
+        require: { type: 'string', multiple: true },
+        ttl: { type: 'string' },
+        hours: { type: 'string' },
+        days: { type: 'string' },
+      });
+      if (values.help) return show(help);
+      if ((values.identity === undefined) === (values.group === undefined))
+        throw new UsageError(`give exactly one of --identity NAME or --group G\n\n${help}`);
+      const subject =
+        values.identity !== undefined
+          ? { kind: 'identity' as const, name: values.identity }
+          : { kind: 'group' as const, name: values.group! };
+      const input = {
+        subject,
+        service: required(help, values, 'service'),
+        requirements: values.require ?? [],
+        hours: values.hours,
+        days: values.days,
+        maxTtlSeconds: values.ttl === undefined ? undefined : parseDuration(values.ttl, 'ttl'),
+      };
+      const policy = await withData(values, help, async ({ store }) => {
+        const added = await store.addPolicy(input);
+        await store.appendAudit({
+          actor: ACTOR,
+          action: 'policy.add',
+          subject: `${subject.kind}:${subject.name}`,
+          details: { ...input, policy: added.id },
+        });
+        return added;
+      });
+      console.log(JSON.stringify(policy, null, 2));
+      return 0;
+    }
+    case 'identity list': {
+      const { values } = parseCommand(help, rest, data);
+      if (values.help) return show(help);
+      console.log(
+        JSON.stringify(await withData(values, help, ({ store }) => store.listIdentities()), null, 2),
+      );
+      return 0;
+    }
+    case 'identity revoke': {
+      const { values, positionals } = parseCommand(help, rest, data, 1);
+      if (values.help) return show(help);
+      const name = positionals[0];
+      if (!name) throw new UsageError(`missing the identity's NAME\n\n${help}`);
+      const serials = await withData(values, help, async ({ store }) => {
+        const identity = await store.getIdentityByName(name);
+        if (!identity)
+          throw new UsageError(`identity "${name}" does not exist (umbra-controller identity list)`);
+        const now = Date.now();
+        const revoked = await store.revokeIdentity(name, now);
+        const closed = await store.closeSessionsOf(identity.id, now, 'identity revoked');
+        await store.appendAudit({
+          actor: ACTOR,
+          action: 'identity.revoke',
+          subject: name,
+          details: { certificates: revoked, sessions: closed },
+        });
+        return revoked;
+      });
+      console.log(JSON.stringify({ identity: name, revokedCertificates: serials }, null, 2));
+      return 0;
+    }
+    case 'sessions': {
+      const { values } = parseCommand(help, rest, { ...data, all: { type: 'boolean' } });
+      if (values.help) return show(help);
+      const sessions = await withData(values, help, ({ store }) =>
+        store.listSessions(values.all ? {} : { open: true }),
+      );
+      console.log(JSON.stringify(sessions, null, 2));
+      return 0;
+    }
+    case 'audit': {
+      const { values } = parseCommand(help, rest, { ...data, after: { type: 'string' } });
+      if (values.help) return show(help);
+      const after = values.after === undefined ? 0 : Number(values.after);
+      if (!Number.isSafeInteger(after) || after < 0)
+        throw new UsageError(`--after "${values.after}": expected a sequence number`);
+      await withData(values, help, async ({ store }) => {
+        // Pages of 1000, so a long log streams instead of being held in memory at once.
+        for (let last = after; ; ) {
+          const page = await store.listAudit(last, 1000);
+          for (const entry of page) process.stdout.write(`${JSON.stringify(entry)}\n`);
+          if (page.length < 1000) break;
+          last = page.at(-1)!.seq;
+        }
+      });
+      return 0;
+    }
+  }
+}
+
+function show(help: string): number {
+  console.log(help);
+  return 0;
+}
+
+runCli('umbra-controller', main, [DataDirError, StoreError]);

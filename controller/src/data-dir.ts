@@ -1,0 +1,80 @@
+// The controller's data directory: the database, the CA and the settings every enrollment token
+// carries (the controller's URL and the CA's pin). Created once by `init`; every admin command
+// opens it.
+
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CertificateAuthority } from './ca/index.ts';
+import { SqliteStore, type Store } from './store/index.ts';
+
+const SETTINGS_FILE = 'controller.json';
+const CA_DIR = 'ca';
+const SETTINGS_VERSION = 1;
+
+export interface ControllerSettings {
+  version: number;
+  /** Where clients and gateways reach the controller; https only. */
+  url: string;
+  /** The CA's pin, as enrollment tokens carry it. */
+  caPin: string;
+}
+
+export interface DataDir {
+  dir: string;
+  settings: ControllerSettings;
+  store: Store;
+  ca: CertificateAuthority;
+}
+
+export class DataDirError extends Error {
+  override name = 'DataDirError';
+}
+
+/** Creates the directory, the database and the CA; refuses a directory that already holds a controller. */
+export async function initDataDir(dir: string, url: string, name: string): Promise<DataDir> {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new DataDirError(`--url "${url}": not a URL; expected https://HOST:PORT`);
+  }
+  if (parsed.protocol !== 'https:' || parsed.username || parsed.password || parsed.search || parsed.hash)
+    throw new DataDirError(`--url "${url}": expected https://HOST[:PORT] with nothing after the path`);
+  if (existsSync(join(dir, SETTINGS_FILE)))
+    throw new DataDirError(
+      `${dir} already holds a controller (${SETTINGS_FILE}); use another --data directory`,
+    );
+  if (existsSync(dir) && readdirSync(dir).length > 0)
+    throw new DataDirError(`${dir} is not empty; init needs a new or empty --data directory`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  mkdirSync(join(dir, CA_DIR), { mode: 0o700 });
+  const ca = await CertificateAuthority.create(join(dir, CA_DIR), { name });
+  const store = SqliteStore.open(dir);
+  const settings: ControllerSettings = { version: SETTINGS_VERSION, url: parsed.href, caPin: ca.pin };
+  writeFileSync(join(dir, SETTINGS_FILE), `${JSON.stringify(settings, null, 2)}\n`, { mode: 0o644 });
+  return { dir, settings, store, ca };
+}
+
+export async function openDataDir(dir: string): Promise<DataDir> {
+  const path = join(dir, SETTINGS_FILE);
+  let settings: ControllerSettings;
+  try {
+    settings = JSON.parse(readFileSync(path, 'utf8')) as ControllerSettings;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new DataDirError(
+        `${dir} holds no controller; create one with \`umbra-controller init --data ${dir} --url https://HOST:PORT\``,
+      );
+    throw new DataDirError(`${path}: unreadable (${(error as Error).message})`);
+  }
+  if (
+    settings.version !== SETTINGS_VERSION ||
+    typeof settings.url !== 'string' ||
+    typeof settings.caPin !== 'string'
+  )
+    throw new DataDirError(
+      `${path}: not a settings file this controller knows (version ${SETTINGS_VERSION} expected)`,
+    );
+  const ca = await CertificateAuthority.load(join(dir, CA_DIR));
+  return { dir, settings, store: SqliteStore.open(dir), ca };
+}
