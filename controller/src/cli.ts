@@ -3,6 +3,7 @@
 
 import { hostname } from 'node:os';
 import { parseCommand, parseDuration, required, runCli, UsageError } from '@umbra/cli-kit';
+import { startServer } from './api/server.ts';
 import { createEnrollmentToken } from './ca/index.ts';
 import { type DataDir, DataDirError, initDataDir, openDataDir } from './data-dir.ts';
 import { type Store, StoreError } from './store/index.ts';
@@ -23,9 +24,8 @@ Usage:
   umbra-controller identity revoke NAME --data DIR
   umbra-controller sessions --data DIR             open sessions, as JSON
   umbra-controller audit --data DIR [--after SEQ]  the audit log, as JSON lines
-  umbra-controller COMMAND --help
-
-Serving gateways and clients (umbra-controller serve) comes with the controller link.`;
+  umbra-controller serve --data DIR --listen HOST:PORT
+  umbra-controller COMMAND --help`;
 
 const HELP = {
   init: `Usage: umbra-controller init --data DIR --url https://HOST:PORT [--name NAME]
@@ -66,6 +66,11 @@ Prints the open sessions (with --all, closed ones too) as JSON.`,
   audit: `Usage: umbra-controller audit --data DIR [--after SEQ]
 
 Prints the audit log as JSON lines, oldest first, from after sequence number SEQ.`,
+  serve: `Usage: umbra-controller serve --data DIR --listen HOST:PORT
+
+Serves the controller's HTTPS API in the foreground (TLS 1.3, a certificate from its own CA for the
+host in its URL), logging JSON lines. Today it enrolls devices (\`umbra enroll\`); the gateway
+link, knock decisions and revocation push come next. Stop it with SIGTERM or Ctrl-C.`,
 } as const;
 
 type Command = keyof typeof HELP;
@@ -308,6 +313,22 @@ async function main(argv: string[]): Promise<number> {
       console.log(JSON.stringify(sessions, null, 2));
       return 0;
     }
+    case 'serve': {
+      const { values } = parseCommand(help, rest, { ...data, listen: { type: 'string' } });
+      if (values.help) return show(help);
+      const { host, port } = parseListen(required(help, values, 'listen'));
+      const opened = await openDataDir(required(help, values, 'data'));
+      const server = await startServer(opened, host, port);
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          server.close().then(resolve, resolve);
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await opened.store.close();
+      return 0;
+    }
     case 'audit': {
       const { values } = parseCommand(help, rest, { ...data, after: { type: 'string' } });
       if (values.help) return show(help);
@@ -326,6 +347,15 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
   }
+}
+
+/** HOST:PORT or [IPv6]:PORT, as --listen takes it. */
+function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[3]);
+  if (!match || port > 65535)
+    throw new UsageError(`--listen "${text}": expected HOST:PORT or [IPv6]:PORT, e.g. 0.0.0.0:8443`);
+  return { host: match[1] ?? match[2]!, port };
 }
 
 function show(help: string): number {

@@ -1,6 +1,21 @@
 // @umbra/protocol: the wire formats every Umbra program shares.
 
 export { ipAddressFromBytes, ipAddressToBytes } from './address.ts';
+// Certificate requests are a subpath (@umbra/protocol/csr): they load an X.509 library that the
+// gateway, which never makes one, should not carry.
+export {
+  type CreatedEnrollmentToken,
+  type CreateEnrollmentTokenOptions,
+  createEnrollmentToken,
+  ENROLLMENT_TOKEN_PREFIX,
+  type EnrollmentToken,
+  EnrollmentTokenError,
+  type EnrollmentTokenKind,
+  hashTokenSecret,
+  parseEnrollmentToken,
+  TOKEN_SECRET_BYTES,
+  tokenSecretMatches,
+} from './enrollment-token.ts';
 export { deriveX25519KeyPair, HpkeRecipient, hpkeSeal } from './hpke.ts';
 export {
   decodeKey,
@@ -36,6 +51,7 @@ export {
   parseAccess,
   SIGNATURE_BYTES,
 } from './knock.ts';
+export { PIN_PREFIX, pinOf, verifyPin } from './pin.ts';
 export {
   type KnockRequest,
   type OpenedKnock,

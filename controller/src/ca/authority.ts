@@ -14,9 +14,8 @@ import { chmod, unlink } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
-import { readSecretFile, writeSecretFile } from '@umbra/protocol';
+import { pinOf, readSecretFile, verifyPin, writeSecretFile } from '@umbra/protocol';
 import { CertificateAuthorityError, CertificateRequestError } from './errors.ts';
-import { pinOf, verifyPin } from './pin.ts';
 import { randomSerial } from './serial.ts';
 import { assertSubjectName, type CertificateSubject, parseSubjectUri, subjectUri } from './subject.ts';
 
@@ -285,6 +284,26 @@ export class CertificateAuthority {
     options: IssueServerCertificateOptions,
   ): Promise<IssuedCertificate> {
     assertSubjectName(options.gatewayName, 'gatewayName');
+    return this.#issueServer(key, { kind: 'gateway', name: options.gatewayName }, options);
+  }
+
+  /**
+   * The controller's own TLS certificate. Its SAN URI is umbra://controller/NAME, a kind no
+   * gateway certificate can carry, so a gateway's certificate never passes for the controller's.
+   */
+  async issueControllerCertificate(
+    key: SubjectKey,
+    options: Omit<IssueServerCertificateOptions, 'gatewayName'> & { name: string },
+  ): Promise<IssuedCertificate> {
+    assertSubjectName(options.name, 'name');
+    return this.#issueServer(key, { kind: 'controller', name: options.name }, options);
+  }
+
+  async #issueServer(
+    key: SubjectKey,
+    subject: CertificateSubject,
+    options: Omit<IssueServerCertificateOptions, 'gatewayName'>,
+  ): Promise<IssuedCertificate> {
     const validitySeconds = checkValidity(options.validitySeconds ?? DEFAULT_SERVER_VALIDITY_SECONDS);
     const extraNames: x509.JsonGeneralName[] = [];
     for (const dns of options.dnsNames ?? []) {
@@ -304,7 +323,7 @@ export class CertificateAuthority {
     const publicKey = typeof key === 'string' ? await keyFromRequest(key) : keyFromKeyObject(key);
     return this.#issue({
       publicKey,
-      subject: { kind: 'gateway', name: options.gatewayName },
+      subject,
       usage: x509.ExtendedKeyUsage.serverAuth,
       extraNames,
       validitySeconds,

@@ -5,10 +5,7 @@ export class CertificateAuthorityError extends Error {
   override name = 'CertificateAuthorityError';
 }
 
-/**
- * A request for a certificate was refused: the CSR does not parse, its signature does not verify, its key
- * is of a kind we do not issue for, or the names asked for are not valid.
- */
-export class CertificateRequestError extends Error {
-  override name = 'CertificateRequestError';
-}
+// A request for a certificate was refused: the CSR does not parse, its signature does not verify,
+// its key is of a kind we do not issue for, or the names asked for are not valid. The class lives
+// in the protocol package, which makes the requests on devices.
+export { CertificateRequestError } from '@umbra/protocol/csr';

@@ -1,6 +1,28 @@
 // The controller's certificate authority and enrollment tokens.
 
 export {
+  type CreatedEnrollmentToken,
+  type CreateEnrollmentTokenOptions,
+  createEnrollmentToken,
+  ENROLLMENT_TOKEN_PREFIX,
+  type EnrollmentToken,
+  EnrollmentTokenError,
+  type EnrollmentTokenKind,
+  hashTokenSecret,
+  PIN_PREFIX,
+  parseEnrollmentToken,
+  pinOf,
+  TOKEN_SECRET_BYTES,
+  tokenSecretMatches,
+  verifyPin,
+} from '@umbra/protocol';
+// Shared with the devices, so they live in the protocol package; re-exported for the controller.
+export {
+  CertificateRequestError,
+  type CertificateRequestOptions,
+  createCertificateRequest,
+} from '@umbra/protocol/csr';
+export {
   CA_CERT_FILE,
   CA_KEY_FILE,
   CertificateAuthority,
@@ -18,20 +40,5 @@ export {
   type SubjectKey,
   type VerifyChainOptions,
 } from './authority.ts';
-export { type CertificateRequestOptions, createCertificateRequest } from './csr.ts';
-export {
-  type CreatedEnrollmentToken,
-  type CreateEnrollmentTokenOptions,
-  createEnrollmentToken,
-  ENROLLMENT_TOKEN_PREFIX,
-  type EnrollmentToken,
-  EnrollmentTokenError,
-  type EnrollmentTokenKind,
-  hashTokenSecret,
-  parseEnrollmentToken,
-  TOKEN_SECRET_BYTES,
-  tokenSecretMatches,
-} from './enrollment-token.ts';
-export { CertificateAuthorityError, CertificateRequestError } from './errors.ts';
-export { PIN_PREFIX, pinOf, verifyPin } from './pin.ts';
+export { CertificateAuthorityError } from './errors.ts';
 export { type CertificateSubject, parseSubjectUri, type SubjectKind, subjectUri } from './subject.ts';

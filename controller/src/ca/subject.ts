@@ -1,11 +1,11 @@
-// Who a certificate speaks for. The name lives in a URI SAN (`umbra://identity/<name>` or
-// `umbra://gateway/<name>`) because that is what the gateway and controller match on; the subject CN
+// Who a certificate speaks for. The name lives in a URI SAN (`umbra://identity/<name>`,
+// `umbra://gateway/<name>` or `umbra://controller/<name>`) because that is what the gateway and controller match on; the subject CN
 // repeats it only for people reading `openssl x509 -text`. Names are restricted to a plain alphabet so
 // that the URI needs no escaping and no two spellings can name the same subject.
 
 import { CertificateRequestError } from './errors.ts';
 
-export type SubjectKind = 'identity' | 'gateway';
+export type SubjectKind = 'identity' | 'gateway' | 'controller';
 
 export interface CertificateSubject {
   kind: SubjectKind;
@@ -13,7 +13,7 @@ export interface CertificateSubject {
 }
 
 const SUBJECT_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
-const SUBJECT_URI = /^umbra:\/\/(identity|gateway)\/([^/?#]+)$/;
+const SUBJECT_URI = /^umbra:\/\/(identity|gateway|controller)\/([^/?#]+)$/;
 
 export function assertSubjectName(name: string, field: string): void {
   if (typeof name !== 'string' || !SUBJECT_NAME.test(name))

@@ -4,7 +4,11 @@
 import 'reflect-metadata';
 import { createPublicKey, type KeyObject, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import { CertificateRequestError } from './errors.ts';
+
+/** The key or the request is not one Umbra can use; the message names the input. */
+export class CertificateRequestError extends Error {
+  override name = 'CertificateRequestError';
+}
 
 export interface CertificateRequestOptions {
   /** Shown in the request's subject for people reading it; the CA sets the real name itself. */

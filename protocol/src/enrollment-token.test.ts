@@ -10,7 +10,7 @@ import {
   hashTokenSecret,
   parseEnrollmentToken,
   tokenSecretMatches,
-} from './index.ts';
+} from './enrollment-token.ts';
 
 const PIN = `sha256/${createHash('sha256').update('a CA key').digest('base64')}`;
 const URL_TEXT = 'https://controller.example.org:8443/';
