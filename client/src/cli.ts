@@ -1,10 +1,14 @@
 // umbra: the client's command line.
 
+import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { parseCommand, required as requireOption, runCli, UsageError } from '@umbra/cli-kit';
-import { decodeKey, encodeKey, parseAccess, sealKnock } from '@umbra/protocol';
+import { decodeKey, EnrollmentTokenError, encodeKey, KeyFormatError, parseAccess, sealKnock } from '@umbra/protocol';
+import { enrollDevice, readEnrollment, TLS_CERT_FILE } from './enroll.ts';
 import { parseGatewayAddress } from './gateway-address.ts';
 import { createIdentityFile, loadIdentityFile } from './identity.ts';
 import { localAddressToward, resolveGateway, sendKnock } from './knock.ts';
@@ -17,6 +21,8 @@ Usage:
   umbra knock --gateway HOST[:PORT] --gateway-key KEY --identity FILE --access tcp/PORT [--source ADDR|auto] [--print]
                                         send one knock (Single Packet Authorization)
   umbra posture                         print what this device reports about itself (JSON)
+  umbra enroll --token TOKEN [--dir DIR]  enroll this device with a controller (default DIR ~/.umbra)
+  umbra status [--dir DIR]              print this device's enrollment as JSON
   umbra COMMAND --help                  help on one command`;
 
 const HELP: Record<string, string> = {
@@ -39,6 +45,16 @@ Exits 0 once the knock is sent; prints nothing but errors.
                           toward the gateway). Gateways with requireSourceBinding need it; not behind NAT.
   --posture               include this device's posture (see \`umbra posture\`), for policies that require one
   --print                 write the knock as hex on stdout instead of sending it`,
+  enroll: `Usage: umbra enroll --token TOKEN [--dir DIR]
+
+Enrolls this device with the controller the one-time TOKEN names (from \`umbra-controller token
+create\`). The token carries the controller's URL and its CA's pin: the controller is recognised by
+that pin before anything is sent. This device makes its own keys and sends only their public halves.
+Writes into DIR (default ~/.umbra, mode 0700): identity (0600; kept if it exists), tls.key (0600),
+tls.crt, ca.crt and enrollment.json.`,
+  status: `Usage: umbra status [--dir DIR]
+
+Prints this device's enrollment as JSON: identity, controller, certificate serial and expiry.`,
   posture: `Usage: umbra posture
 
 Prints, as JSON, what this device reports about itself when it knocks with --posture: os, os_name,
@@ -71,6 +87,41 @@ async function main(argv: string[]): Promise<number> {
     if (values.help) return help(command);
     const identity = await createIdentityFile(required(command, values, 'out'), values.force === true);
     console.log(encodeKey(identity.publicKey));
+    return 0;
+  }
+
+  if (command === 'enroll') {
+    const values = parse(command, args, { token: { type: 'string' }, dir: { type: 'string' } });
+    if (values.help) return help(command);
+    const dir = values.dir ?? defaultDir();
+    const enrollment = await enrollDevice(required(command, values, 'token'), dir);
+    console.log(
+      `enrolled as ${enrollment.identity} with ${enrollment.controller}; certificate valid until ${enrollment.notAfter}`,
+    );
+    return 0;
+  }
+
+  if (command === 'status') {
+    const values = parse(command, args, { dir: { type: 'string' } });
+    if (values.help) return help(command);
+    const dir = values.dir ?? defaultDir();
+    const enrollment = readEnrollment(dir);
+    const certificate = new X509Certificate(readFileSync(join(dir, TLS_CERT_FILE)));
+    const notAfter = new Date(certificate.validTo);
+    console.log(
+      JSON.stringify(
+        {
+          ...enrollment,
+          certificate: {
+            serial: certificate.serialNumber.toLowerCase(),
+            notAfter: notAfter.toISOString(),
+            expiresInSeconds: Math.round((notAfter.getTime() - Date.now()) / 1000),
+          },
+        },
+        null,
+        2,
+      ),
+    );
     return 0;
   }
 
@@ -125,9 +176,13 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+function defaultDir(): string {
+  return join(homedir(), '.umbra');
+}
+
 function help(command: string): number {
   console.log(HELP[command]);
   return 0;
 }
 
-runCli('umbra', main);
+runCli('umbra', main, [EnrollmentTokenError, KeyFormatError]);

@@ -69,9 +69,11 @@ export async function startServer(data: DataDir, host: string, port: number): Pr
     },
   );
   app.setErrorHandler((error, _request, reply) => {
-    // Schema failures name the field; anything else is ours, and says so without internals.
-    if ((error as { validation?: unknown }).validation)
-      return reply.code(400).send({ error: (error as Error).message });
+    // Client errors (a schema failure naming the field, bad JSON, a body over the limit) are
+    // answered with their own status and message; anything else is ours, and says so without internals.
+    const status = (error as { statusCode?: number }).statusCode;
+    if (status !== undefined && status >= 400 && status < 500)
+      return reply.code(status).send({ error: (error as Error).message });
     app.log.error({ err: error }, 'request failed');
     return reply.code(500).send({ error: 'internal error; see the controller log' });
   });
