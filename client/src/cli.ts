@@ -7,7 +7,14 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { parseCommand, required as requireOption, runCli, UsageError } from '@umbra/cli-kit';
-import { decodeKey, EnrollmentTokenError, encodeKey, KeyFormatError, parseAccess, sealKnock } from '@umbra/protocol';
+import {
+  decodeKey,
+  EnrollmentTokenError,
+  encodeKey,
+  KeyFormatError,
+  parseAccess,
+  sealKnock,
+} from '@umbra/protocol';
 import { enrollDevice, readEnrollment, TLS_CERT_FILE } from './enroll.ts';
 import { parseGatewayAddress } from './gateway-address.ts';
 import { createIdentityFile, loadIdentityFile } from './identity.ts';
