@@ -14,6 +14,7 @@ DEBIAN_PACKAGES=(
   nmap tcpdump                # the outsider's scans, and the capture that proves silence
   fwknop-server fwknop-client iptables  # the anchor the knock benchmark runs against
   python3 make g++            # node-gyp for the native addons
+  postgresql                  # the controller's PostgreSQL store; its tests run a private cluster
   ca-certificates
 )
 

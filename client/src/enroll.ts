@@ -7,12 +7,16 @@
 
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
-import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { connect, type PeerCertificate } from 'node:tls';
-import { encodeKey, type Identity, parseEnrollmentToken, verifyPin, writeSecretFile } from '@umbra/protocol';
-import { createCertificateRequest } from '@umbra/protocol/csr';
+import {
+  createCertificateRequest,
+  encodeKey,
+  fetchPinnedCa,
+  type Identity,
+  parseEnrollmentToken,
+  postJson,
+  writeSecretFile,
+} from '@umbra/protocol';
 import { createIdentityFile, loadIdentityFile } from './identity.ts';
 
 export const IDENTITY_FILE = 'identity';
@@ -20,9 +24,6 @@ export const TLS_KEY_FILE = 'tls.key';
 export const TLS_CERT_FILE = 'tls.crt';
 export const CA_CERT_FILE = 'ca.crt';
 export const ENROLLMENT_FILE = 'enrollment.json';
-
-const TIMEOUT_MS = 15_000;
-const MAX_RESPONSE_BYTES = 64 * 1024;
 
 export interface Enrollment {
   identity: string;
@@ -44,7 +45,7 @@ export async function enrollDevice(tokenText: string, dir: string): Promise<Enro
       `${dir} is already enrolled (${ENROLLMENT_FILE}); use another --dir to enroll again`,
     );
   const url = new URL(token.url);
-  const caPem = await pinnedCa(url, token.pin);
+  const caPem = await fetchPinnedCa(url, token.pin);
 
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const identityPath = join(dir, IDENTITY_FILE);
@@ -95,98 +96,4 @@ export function readEnrollment(dir: string): Enrollment {
       throw new EnrollError(`${dir} is not enrolled; run \`umbra enroll --token TOKEN --dir ${dir}\``);
     throw new EnrollError(`${join(dir, ENROLLMENT_FILE)}: unreadable (${(error as Error).message})`);
   }
-}
-
-/** Reads the controller's chain without trusting it, and returns the CA certificate the pin names. */
-function pinnedCa(url: URL, pin: string): Promise<string> {
-  const host = url.hostname.replace(/^\[|\]$/g, '');
-  return new Promise((resolve, reject) => {
-    const socket = connect({
-      host,
-      port: Number(url.port || 443),
-      servername: isIP(host) ? undefined : host,
-      // Nothing is trusted on this connection: it only fetches the chain, checked against the pin below.
-      rejectUnauthorized: false,
-      minVersion: 'TLSv1.3',
-      timeout: TIMEOUT_MS,
-    });
-    const fail = (message: string) => {
-      socket.destroy();
-      reject(new EnrollError(message));
-    };
-    socket.once('timeout', () => fail(`${url.origin}: no answer within ${TIMEOUT_MS / 1000} s`));
-    socket.once('error', (error) => fail(`${url.origin}: cannot connect (${error.message})`));
-    socket.once('secureConnect', () => {
-      const seen = new Set<PeerCertificate>();
-      for (
-        let cert: PeerCertificate | undefined = socket.getPeerCertificate(true);
-        cert?.raw && !seen.has(cert);
-      ) {
-        seen.add(cert);
-        if (verifyPin(cert.raw, pin)) {
-          socket.end();
-          resolve(
-            `-----BEGIN CERTIFICATE-----\n${cert.raw
-              .toString('base64')
-              .replace(/(.{64})/g, '$1\n')
-              .trim()}\n-----END CERTIFICATE-----\n`,
-          );
-          return;
-        }
-        cert = (cert as { issuerCertificate?: PeerCertificate }).issuerCertificate;
-      }
-      fail(
-        `${url.origin}: no certificate in its chain matches the token's CA pin; this is not the controller the token was made for`,
-      );
-    });
-  });
-}
-
-/** One POST over TLS that trusts only `caPem` and checks the host name as usual. */
-function postJson(url: URL, caPem: string, body: unknown): Promise<unknown> {
-  const payload = Buffer.from(JSON.stringify(body));
-  return new Promise((resolve, reject) => {
-    const req = request(
-      url,
-      {
-        method: 'POST',
-        ca: caPem,
-        minVersion: 'TLSv1.3',
-        timeout: TIMEOUT_MS,
-        headers: { 'content-type': 'application/json', 'content-length': payload.length },
-      },
-      (response) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        response.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > MAX_RESPONSE_BYTES) req.destroy(new Error('the answer is too large'));
-          else chunks.push(chunk);
-        });
-        response.on('end', () => {
-          let parsed: { error?: unknown };
-          try {
-            parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-          } catch {
-            reject(
-              new EnrollError(
-                `${url.origin} answered ${response.statusCode} with something that is not JSON`,
-              ),
-            );
-            return;
-          }
-          if (response.statusCode !== 200)
-            reject(
-              new EnrollError(
-                `the controller refused: ${typeof parsed.error === 'string' ? parsed.error : response.statusCode}`,
-              ),
-            );
-          else resolve(parsed);
-        });
-      },
-    );
-    req.once('timeout', () => req.destroy(new Error(`no answer within ${TIMEOUT_MS / 1000} s`)));
-    req.once('error', (error) => reject(new EnrollError(`${url.origin}: ${error.message}`)));
-    req.end(payload);
-  });
 }

@@ -1,8 +1,8 @@
 // @umbra/protocol: the wire formats every Umbra program shares.
 
 export { ipAddressFromBytes, ipAddressToBytes } from './address.ts';
-// Certificate requests are a subpath (@umbra/protocol/csr): they load an X.509 library that the
-// gateway, which never makes one, should not carry.
+export { ControllerApiError, fetchPinnedCa, postJson } from './controller-api.ts';
+export { CertificateRequestError, type CertificateRequestOptions, createCertificateRequest } from './csr.ts';
 export {
   type CreatedEnrollmentToken,
   type CreateEnrollmentTokenOptions,

@@ -8,4 +8,4 @@ export class CertificateAuthorityError extends Error {
 // A request for a certificate was refused: the CSR does not parse, its signature does not verify,
 // its key is of a kind we do not issue for, or the names asked for are not valid. The class lives
 // in the protocol package, which makes the requests on devices.
-export { CertificateRequestError } from '@umbra/protocol/csr';
+export { CertificateRequestError } from '@umbra/protocol';

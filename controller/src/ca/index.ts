@@ -1,8 +1,12 @@
 // The controller's certificate authority and enrollment tokens.
 
+// Shared with the devices, so they live in the protocol package; re-exported for the controller.
 export {
+  CertificateRequestError,
+  type CertificateRequestOptions,
   type CreatedEnrollmentToken,
   type CreateEnrollmentTokenOptions,
+  createCertificateRequest,
   createEnrollmentToken,
   ENROLLMENT_TOKEN_PREFIX,
   type EnrollmentToken,
@@ -16,12 +20,6 @@ export {
   tokenSecretMatches,
   verifyPin,
 } from '@umbra/protocol';
-// Shared with the devices, so they live in the protocol package; re-exported for the controller.
-export {
-  CertificateRequestError,
-  type CertificateRequestOptions,
-  createCertificateRequest,
-} from '@umbra/protocol/csr';
 export {
   CA_CERT_FILE,
   CA_KEY_FILE,

@@ -1,0 +1,111 @@
+// Talking to the controller's HTTPS API before this machine trusts anything: a device or gateway
+// has only its enrollment token, which carries the controller's URL and the pin of its CA. The
+// controller is recognised by that pin — the chain it presents must hold a certificate whose key
+// the pin names — and from then on the connection trusts that CA alone, with the usual host check.
+
+import { request } from 'node:https';
+import { isIP } from 'node:net';
+import { connect, type PeerCertificate } from 'node:tls';
+import { verifyPin } from './pin.ts';
+
+const TIMEOUT_MS = 15_000;
+const MAX_RESPONSE_BYTES = 64 * 1024;
+
+/** The controller could not be reached, was not the one the pin names, or refused; the message says which. */
+export class ControllerApiError extends Error {
+  override name = 'ControllerApiError';
+}
+
+/** Reads the controller's chain without trusting it, and returns the CA certificate the pin names. */
+export function fetchPinnedCa(url: URL, pin: string): Promise<string> {
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  return new Promise((resolve, reject) => {
+    const socket = connect({
+      host,
+      port: Number(url.port || 443),
+      servername: isIP(host) ? undefined : host,
+      // Nothing is trusted on this connection: it only fetches the chain, checked against the pin below.
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.3',
+      timeout: TIMEOUT_MS,
+    });
+    const fail = (message: string) => {
+      socket.destroy();
+      reject(new ControllerApiError(message));
+    };
+    socket.once('timeout', () => fail(`${url.origin}: no answer within ${TIMEOUT_MS / 1000} s`));
+    socket.once('error', (error) => fail(`${url.origin}: cannot connect (${error.message})`));
+    socket.once('secureConnect', () => {
+      const seen = new Set<PeerCertificate>();
+      for (
+        let cert: PeerCertificate | undefined = socket.getPeerCertificate(true);
+        cert?.raw && !seen.has(cert);
+      ) {
+        seen.add(cert);
+        if (verifyPin(cert.raw, pin)) {
+          socket.end();
+          resolve(
+            `-----BEGIN CERTIFICATE-----\n${cert.raw
+              .toString('base64')
+              .replace(/(.{64})/g, '$1\n')
+              .trim()}\n-----END CERTIFICATE-----\n`,
+          );
+          return;
+        }
+        cert = (cert as { issuerCertificate?: PeerCertificate }).issuerCertificate;
+      }
+      fail(
+        `${url.origin}: no certificate in its chain matches the token's CA pin; this is not the controller the token was made for`,
+      );
+    });
+  });
+}
+
+/** One POST over TLS that trusts only `caPem` and checks the host name as usual. */
+export function postJson(url: URL, caPem: string, body: unknown): Promise<unknown> {
+  const payload = Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        ca: caPem,
+        minVersion: 'TLSv1.3',
+        timeout: TIMEOUT_MS,
+        headers: { 'content-type': 'application/json', 'content-length': payload.length },
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        response.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_RESPONSE_BYTES) req.destroy(new Error('the answer is too large'));
+          else chunks.push(chunk);
+        });
+        response.on('end', () => {
+          let parsed: { error?: unknown };
+          try {
+            parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          } catch {
+            reject(
+              new ControllerApiError(
+                `${url.origin} answered ${response.statusCode} with something that is not JSON`,
+              ),
+            );
+            return;
+          }
+          if (response.statusCode !== 200)
+            reject(
+              new ControllerApiError(
+                `the controller refused: ${typeof parsed.error === 'string' ? parsed.error : response.statusCode}`,
+              ),
+            );
+          else resolve(parsed);
+        });
+      },
+    );
+    req.once('timeout', () => req.destroy(new Error(`no answer within ${TIMEOUT_MS / 1000} s`)));
+    req.once('error', (error) => reject(new ControllerApiError(`${url.origin}: ${error.message}`)));
+    req.end(payload);
+  });
+}
