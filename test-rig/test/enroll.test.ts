@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLIENT_BIN, REPO_ROOT, TOOL_ENV } from '../src/index.ts';
+import { CLIENT_BIN, GATEWAY_BIN, REPO_ROOT, TOOL_ENV } from '../src/index.ts';
 
 const CONTROLLER_BIN = join(REPO_ROOT, 'node_modules/.bin/umbra-controller');
 const dir = mkdtempSync(join(tmpdir(), 'umbra-enroll-'));
@@ -128,6 +128,47 @@ describe('umbra enroll', () => {
     assert.match(
       run(CLIENT_BIN, 'enroll', '--token', gatewayToken, '--dir', join(dir, 'y')).stderr,
       /umbra-gateway enroll/,
+    );
+  });
+
+  test('a gateway enrolls with its own token: SPA key made here, one certificate for tunnel and link', () => {
+    const gatewayToken = run(
+      CONTROLLER_BIN,
+      'gateway',
+      'token',
+      'create',
+      '--data',
+      data,
+      '--name',
+      'branch1',
+    ).stdout.trim();
+    const box = join(dir, 'branch1');
+    const result = run(GATEWAY_BIN, 'enroll', '--token', gatewayToken, '--dir', box);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout.trim(), /^[A-Za-z0-9+/]{43}=$/, 'prints the SPA public key for clients');
+    assert.equal(readFileSync(join(box, 'gateway.pub'), 'utf8').trim(), result.stdout.trim());
+    for (const secret of ['gateway.key', 'tls.key'])
+      assert.equal(statSync(join(box, secret)).mode & 0o777, 0o600);
+    for (const purpose of ['sslserver', 'sslclient']) {
+      const verified = spawnSync(
+        'openssl',
+        ['verify', '-purpose', purpose, '-CAfile', join(box, 'ca.crt'), join(box, 'tls.crt')],
+        {
+          encoding: 'utf8',
+        },
+      );
+      assert.match(verified.stdout, /OK/, `${purpose}: ${verified.stderr}`);
+    }
+    assert.match(
+      run(CONTROLLER_BIN, 'audit', '--data', data).stdout,
+      /"action":"gateway.enroll","subject":"branch1","decision":"allow"/,
+    );
+    const again = run(GATEWAY_BIN, 'enroll', '--token', gatewayToken, '--dir', join(dir, 'branch1-again'));
+    assert.match(again.stderr, /already used/);
+    const deviceToken = token('--identity', 'erin');
+    assert.match(
+      run(GATEWAY_BIN, 'enroll', '--token', deviceToken, '--dir', join(dir, 'z')).stderr,
+      /use it with `umbra enroll`/,
     );
   });
 

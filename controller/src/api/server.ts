@@ -6,7 +6,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { isIP } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { DataDir } from '../data-dir.ts';
-import { EnrollmentRefused, enroll } from './enroll.ts';
+import { EnrollmentRefused, enroll, enrollGateway } from './enroll.ts';
 
 const BODY_LIMIT_BYTES = 16 * 1024;
 
@@ -18,6 +18,19 @@ const enrollSchema = {
     properties: {
       token: { type: 'string', maxLength: 2048 },
       identityPublicKey: { type: 'string', maxLength: 64 },
+      csr: { type: 'string', maxLength: 8192 },
+    },
+  },
+} as const;
+
+const gatewayEnrollSchema = {
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['token', 'spaPublicKey', 'csr'],
+    properties: {
+      token: { type: 'string', maxLength: 2048 },
+      spaPublicKey: { type: 'string', maxLength: 64 },
       csr: { type: 'string', maxLength: 8192 },
     },
   },
@@ -55,6 +68,19 @@ export async function startServer(data: DataDir, host: string, port: number): Pr
     logger: { level: 'info', base: { service: 'umbra-controller' } },
   });
   app.get('/v1/health', async () => ({ ok: true }));
+  app.post<{ Body: { token: string; spaPublicKey: string; csr: string } }>(
+    '/v1/gateway/enroll',
+    { schema: gatewayEnrollSchema },
+    async (request, reply) => {
+      try {
+        return await enrollGateway(data, request.body);
+      } catch (error) {
+        if (error instanceof EnrollmentRefused)
+          return reply.code(error.status).send({ error: error.message });
+        throw error;
+      }
+    },
+  );
   app.post<{ Body: { token: string; identityPublicKey: string; csr: string } }>(
     '/v1/enroll',
     { schema: enrollSchema },

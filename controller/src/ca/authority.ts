@@ -271,7 +271,7 @@ export class CertificateAuthority {
     return this.#issue({
       publicKey,
       subject: { kind: 'identity', name: options.identity },
-      usage: x509.ExtendedKeyUsage.clientAuth,
+      usages: [x509.ExtendedKeyUsage.clientAuth],
       extraNames: [],
       validitySeconds,
       now: options.now,
@@ -299,10 +299,26 @@ export class CertificateAuthority {
     return this.#issueServer(key, { kind: 'controller', name: options.name }, options);
   }
 
+  /**
+   * A gateway's certificate from its enrollment: serverAuth for its tunnel listener and clientAuth
+   * for its link to the controller, so one key and one certificate serve both.
+   */
+  async issueGatewayCertificate(
+    key: SubjectKey,
+    options: IssueServerCertificateOptions,
+  ): Promise<IssuedCertificate> {
+    assertSubjectName(options.gatewayName, 'gatewayName');
+    return this.#issueServer(
+      key,
+      { kind: 'gateway', name: options.gatewayName },
+      { ...options, clientAuth: true },
+    );
+  }
+
   async #issueServer(
     key: SubjectKey,
     subject: CertificateSubject,
-    options: Omit<IssueServerCertificateOptions, 'gatewayName'>,
+    options: Omit<IssueServerCertificateOptions, 'gatewayName'> & { clientAuth?: boolean },
   ): Promise<IssuedCertificate> {
     const validitySeconds = checkValidity(options.validitySeconds ?? DEFAULT_SERVER_VALIDITY_SECONDS);
     const extraNames: x509.JsonGeneralName[] = [];
@@ -324,7 +340,10 @@ export class CertificateAuthority {
     return this.#issue({
       publicKey,
       subject,
-      usage: x509.ExtendedKeyUsage.serverAuth,
+      usages: [
+        x509.ExtendedKeyUsage.serverAuth,
+        ...(options.clientAuth ? [x509.ExtendedKeyUsage.clientAuth] : []),
+      ],
       extraNames,
       validitySeconds,
       now: options.now,
@@ -334,7 +353,7 @@ export class CertificateAuthority {
   async #issue(request: {
     publicKey: x509.PublicKey;
     subject: CertificateSubject;
-    usage: string;
+    usages: string[];
     extraNames: x509.JsonGeneralName[];
     validitySeconds: number;
     now: Date | undefined;
@@ -363,7 +382,7 @@ export class CertificateAuthority {
         extensions: [
           new x509.BasicConstraintsExtension(false, undefined, true),
           new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-          new x509.ExtendedKeyUsageExtension([request.usage]),
+          new x509.ExtendedKeyUsageExtension(request.usages),
           new x509.SubjectAlternativeNameExtension([
             { type: 'url', value: subjectUri(request.subject) },
             ...request.extraNames,

@@ -4,18 +4,20 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { parseCommand, required as requireOption, runCli, UsageError } from '@umbra/cli-kit';
-import { encodeKey } from '@umbra/protocol';
+import { EnrollmentTokenError, encodeKey } from '@umbra/protocol';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config.ts';
+import { enrollGateway } from './enroll.ts';
 import { NftablesFirewall } from './firewall/index.ts';
 import { STATS_FILE, startGateway } from './gateway.ts';
-import { createGatewayKeys } from './keys.ts';
+import { createGatewayKeys, PUBLIC_KEY_FILE } from './keys.ts';
 import { checkCapabilities, checkInterface } from './preflight.ts';
 
 const USAGE = `umbra-gateway: a Single Packet Authorization gateway that answers nothing until a valid knock
 
 Usage:
   umbra-gateway keygen --dir DIR [--force]   create the gateway key pair; prints the public key
+  umbra-gateway enroll --token TOKEN --dir DIR  enroll with a controller (software keys)
   umbra-gateway run --config FILE             run in the foreground (needs CAP_NET_RAW and CAP_NET_ADMIN)
   umbra-gateway pinholes --config FILE        print the open pinholes as JSON
   umbra-gateway stats --config FILE           print the running gateway's counters as JSON
@@ -29,6 +31,14 @@ const HELP: Record<string, string> = {
 Creates the gateway's X25519 key pair: DIR/gateway.key (private, mode 0600) and DIR/gateway.pub.
 Prints the public key, one line of base64, for clients' --gateway-key.
 An existing key is kept unless --force is given: enrolled clients know the old public key.`,
+  enroll: `Usage: umbra-gateway enroll --token TOKEN --dir DIR
+
+Enrolls this gateway with the controller the one-time gateway TOKEN names (from \`umbra-controller
+gateway token create\`). The controller is recognised by the CA pin the token carries. Makes the
+gateway's SPA key (DIR/gateway.key, printed to clients as DIR/gateway.pub) and a TLS key (DIR/tls.key,
+mode 0600), and stores the certificate the controller issues (DIR/tls.crt, DIR/ca.crt) with
+DIR/enrollment.json. Prints the SPA public key. The keys are software keys: attested enrollment with
+the box's TPM replaces this where there is one.`,
   run: `Usage: umbra-gateway run --config FILE
 
 Installs the nftables base ruleset (table inet umbra: input policy drop), captures knocks on the
@@ -55,6 +65,18 @@ async function main(argv: string[]): Promise<number> {
     return command ? 0 : 2;
   }
   if (!(command in HELP)) throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);
+
+  if (command === 'enroll') {
+    const values = parse(command, args, { token: { type: 'string' }, dir: { type: 'string' } });
+    if (values.help) return help(command);
+    const dir = required(command, values, 'dir');
+    const enrollment = await enrollGateway(required(command, values, 'token'), dir);
+    process.stderr.write(
+      `umbra-gateway: enrolled as ${enrollment.gateway} with ${enrollment.controller}; certificate valid until ${enrollment.notAfter}\n`,
+    );
+    console.log(readFileSync(join(dir, PUBLIC_KEY_FILE), 'utf8').trim());
+    return 0;
+  }
 
   if (command === 'keygen') {
     const values = parse(command, args, { dir: { type: 'string' }, force: { type: 'boolean' } });
@@ -104,4 +126,4 @@ function help(command: string): number {
   return 0;
 }
 
-runCli('umbra-gateway', main, [ConfigError]);
+runCli('umbra-gateway', main, [ConfigError, EnrollmentTokenError]);
