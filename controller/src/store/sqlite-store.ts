@@ -4,26 +4,42 @@
 // up front so a second process (an admin command beside `serve`) waits on busy_timeout instead of
 // failing halfway through.
 
-import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { identityIdOf } from '@umbra/protocol';
 import { StoreError } from './errors.ts';
+import {
+  type AuditRow,
+  auditFromRow,
+  type CertificateRow,
+  certificateFromRow,
+  duplicate,
+  type GatewayRow,
+  gatewayFromRow,
+  type IdentityRow,
+  identityFromRow,
+  newId,
+  notFound,
+  type PolicyRow,
+  policyFromRow,
+  type ServiceRow,
+  type SessionRow,
+  serviceFromRow,
+  sessionFromRow,
+  type TokenRow,
+  tokenFromRow,
+} from './rows.ts';
 import { MIGRATIONS_TABLE, pendingMigrations } from './schema.ts';
 import {
   type AuditEntry,
   type Certificate,
-  type Decision,
   ENROLLMENT_KINDS,
-  type EnrollmentKind,
   type EnrollmentToken,
   type Gateway,
-  type GatewayStatus,
   type Group,
   IDENTITY_KINDS,
   type Identity,
-  type IdentityKind,
   type NewAuditEntry,
   type NewCertificate,
   type NewEnrollmentToken,
@@ -36,15 +52,14 @@ import {
   type PolicyWithService,
   SERVICE_MODES,
   type Service,
-  type ServiceMode,
   type Session,
   type SessionFilter,
   type Store,
   SUBJECT_KINDS,
-  type SubjectKind,
   type TokenConsumption,
 } from './store.ts';
 import {
+  checkAuditPage,
   checkBackend,
   checkDays,
   checkDetails,
@@ -61,17 +76,15 @@ import {
   checkText,
   checkTimestamp,
   checkTtlSeconds,
+  DEFAULT_AUDIT_PAGE,
   DEFAULT_TTL_SECONDS,
   invalid,
+  MAX_SERIAL_BYTES,
 } from './validate.ts';
 
 export const DATABASE_FILE = 'controller.db';
 /** How long a writer waits for another process's transaction before giving up. */
 const BUSY_TIMEOUT_MS = 5_000;
-const DEFAULT_AUDIT_PAGE = 1_000;
-const MAX_AUDIT_PAGE = 10_000;
-/** Certificate serials: RFC 5280 allows up to 20 octets. */
-const MAX_SERIAL_BYTES = 20;
 
 // SQLite extended result codes, for the constraint backstop below.
 const SQLITE_CONSTRAINT_FOREIGNKEY = 787;
@@ -81,98 +94,6 @@ const SQLITE_CONSTRAINT_UNIQUE = 2067;
 export interface SqliteStoreOptions {
   /** Milliseconds since the epoch, for created_at and defaulted times; tests pin it. */
   clock?: () => number;
-}
-
-interface IdentityRow {
-  id: string;
-  name: string;
-  kind: IdentityKind;
-  owner_id: string | null;
-  owner_name: string | null;
-  public_key: string | null;
-  key_id: string | null;
-  disabled: number;
-  revoked_at: number | null;
-  created_at: number;
-}
-
-interface GatewayRow {
-  id: string;
-  name: string;
-  public_key: string | null;
-  status: GatewayStatus;
-  created_at: number;
-}
-
-interface ServiceRow {
-  id: string;
-  name: string;
-  gateway_id: string;
-  gateway_name: string;
-  backend: string;
-  mode: ServiceMode;
-  created_at: number;
-}
-
-interface PolicyRow {
-  id: string;
-  subject_kind: SubjectKind;
-  subject_id: string;
-  subject_name: string;
-  service_id: string;
-  requirements: string;
-  hours: string | null;
-  days: string | null;
-  max_ttl_seconds: number;
-  created_at: number;
-  s_name: string;
-  s_gateway_id: string;
-  s_gateway_name: string;
-  s_backend: string;
-  s_mode: ServiceMode;
-  s_created_at: number;
-}
-
-interface TokenRow {
-  id: string;
-  token_hash: string;
-  kind: EnrollmentKind;
-  subject_name: string;
-  groups: string;
-  expires_at: number;
-  used_at: number | null;
-  created_at: number;
-}
-
-interface CertificateRow {
-  serial: string;
-  identity_id: string;
-  not_before: number;
-  not_after: number;
-  revoked_at: number | null;
-  pem: string;
-}
-
-interface SessionRow {
-  id: string;
-  identity_id: string;
-  gateway_id: string;
-  service_id: string;
-  source: string;
-  opened_at: number;
-  closed_at: number | null;
-  close_reason: string | null;
-}
-
-interface AuditRow {
-  seq: number;
-  at: number;
-  actor: string;
-  action: string;
-  subject: string;
-  decision: Decision | null;
-  reason: string | null;
-  details: string;
 }
 
 const IDENTITY_SELECT = `SELECT i.*, o.name AS owner_name FROM identities i
@@ -189,18 +110,6 @@ const POLICY_SELECT = `SELECT p.*, COALESCE(si.name, sg.name) AS subject_name,
   JOIN gateways g ON g.id = s.gateway_id
   LEFT JOIN identities si ON p.subject_kind = 'identity' AND si.id = p.subject_id
   LEFT JOIN groups sg ON p.subject_kind = 'group' AND sg.id = p.subject_id`;
-
-function newId(): string {
-  return randomBytes(16).toString('hex');
-}
-
-function notFound(field: string, message: string): StoreError {
-  return new StoreError('not-found', `${field}: ${message}`, field);
-}
-
-function duplicate(field: string, message: string): StoreError {
-  return new StoreError('duplicate', message, field);
-}
 
 export class SqliteStore implements Store {
   readonly #db: DatabaseSync;
@@ -893,12 +802,7 @@ export class SqliteStore implements Store {
   }
 
   async listAudit(afterSeq = 0, limit = DEFAULT_AUDIT_PAGE): Promise<AuditEntry[]> {
-    if (!Number.isSafeInteger(afterSeq) || afterSeq < 0) {
-      throw invalid('afterSeq', `expected a sequence number of 0 or more, got ${afterSeq}`);
-    }
-    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_AUDIT_PAGE) {
-      throw invalid('limit', `expected 1 to ${MAX_AUDIT_PAGE}, got ${limit}`);
-    }
+    checkAuditPage(afterSeq, limit);
     return (
       this.#all('SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?', [afterSeq, limit]) as AuditRow[]
     ).map(auditFromRow);
@@ -924,113 +828,4 @@ function translateConstraint(error: unknown): unknown {
     return new StoreError('not-found', `refers to something that does not exist: ${error.message}`);
   }
   return error;
-}
-
-function identityFromRow(row: IdentityRow, groups: string[]): Identity {
-  return {
-    id: row.id,
-    name: row.name,
-    kind: row.kind,
-    owner: row.owner_name,
-    publicKey: row.public_key,
-    keyId: row.key_id,
-    disabled: row.disabled === 1,
-    revokedAt: row.revoked_at,
-    createdAt: row.created_at,
-    groups,
-  };
-}
-
-function gatewayFromRow(row: GatewayRow): Gateway {
-  return {
-    id: row.id,
-    name: row.name,
-    publicKey: row.public_key,
-    status: row.status,
-    createdAt: row.created_at,
-  };
-}
-
-function serviceFromRow(row: ServiceRow): Service {
-  return {
-    id: row.id,
-    name: row.name,
-    gatewayId: row.gateway_id,
-    gateway: row.gateway_name,
-    backend: row.backend,
-    mode: row.mode,
-    createdAt: row.created_at,
-  };
-}
-
-function policyFromRow(row: PolicyRow): PolicyWithService {
-  return {
-    id: row.id,
-    subject: { kind: row.subject_kind, id: row.subject_id, name: row.subject_name },
-    serviceId: row.service_id,
-    requirements: JSON.parse(row.requirements) as string[],
-    hours: row.hours,
-    days: row.days,
-    maxTtlSeconds: row.max_ttl_seconds,
-    createdAt: row.created_at,
-    service: {
-      id: row.service_id,
-      name: row.s_name,
-      gatewayId: row.s_gateway_id,
-      gateway: row.s_gateway_name,
-      backend: row.s_backend,
-      mode: row.s_mode,
-      createdAt: row.s_created_at,
-    },
-  };
-}
-
-function tokenFromRow(row: TokenRow): EnrollmentToken {
-  return {
-    id: row.id,
-    tokenHash: row.token_hash,
-    kind: row.kind,
-    subjectName: row.subject_name,
-    groups: JSON.parse(row.groups) as string[],
-    expiresAt: row.expires_at,
-    usedAt: row.used_at,
-    createdAt: row.created_at,
-  };
-}
-
-function certificateFromRow(row: CertificateRow): Certificate {
-  return {
-    serial: row.serial,
-    identityId: row.identity_id,
-    notBefore: row.not_before,
-    notAfter: row.not_after,
-    revokedAt: row.revoked_at,
-    pem: row.pem,
-  };
-}
-
-function sessionFromRow(row: SessionRow): Session {
-  return {
-    id: row.id,
-    identityId: row.identity_id,
-    gatewayId: row.gateway_id,
-    serviceId: row.service_id,
-    source: row.source,
-    openedAt: row.opened_at,
-    closedAt: row.closed_at,
-    closeReason: row.close_reason,
-  };
-}
-
-function auditFromRow(row: AuditRow): AuditEntry {
-  return {
-    seq: row.seq,
-    at: row.at,
-    actor: row.actor,
-    action: row.action,
-    subject: row.subject,
-    decision: row.decision,
-    reason: row.reason,
-    details: JSON.parse(row.details) as Record<string, unknown>,
-  };
 }

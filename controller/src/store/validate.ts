@@ -18,6 +18,10 @@ const MAX_REQUIREMENTS = 32;
 /** KEY, a comparison, VALUE: `disk_encryption=on`, `os_version>=12`. The posture engine gives the meaning. */
 const MAX_TEXT = 256;
 const MAX_DETAILS_BYTES = 16 * 1024;
+/** Certificate serials: RFC 5280 allows up to 20 octets. */
+export const MAX_SERIAL_BYTES = 20;
+export const DEFAULT_AUDIT_PAGE = 1_000;
+export const MAX_AUDIT_PAGE = 10_000;
 
 export function invalid(field: string, message: string): StoreError {
   return new StoreError('invalid', `${field}: ${message}`, field);
@@ -211,4 +215,14 @@ export function checkDetails(value: unknown, field: string): string {
     throw invalid(field, `at most ${MAX_DETAILS_BYTES} bytes of JSON, got ${Buffer.byteLength(text)}`);
   }
   return text;
+}
+
+/** listAudit's position and page size. */
+export function checkAuditPage(afterSeq: unknown, limit: unknown): void {
+  if (!Number.isSafeInteger(afterSeq) || (afterSeq as number) < 0) {
+    throw invalid('afterSeq', `expected a sequence number of 0 or more, got ${shown(afterSeq)}`);
+  }
+  if (!Number.isInteger(limit) || (limit as number) < 1 || (limit as number) > MAX_AUDIT_PAGE) {
+    throw invalid('limit', `expected 1 to ${MAX_AUDIT_PAGE}, got ${shown(limit)}`);
+  }
 }

@@ -1,0 +1,235 @@
+// The tables' rows as both engines return them (after pg's BIGINTs are parsed to numbers), and the
+// domain objects made from them. Shared so the SQLite and PostgreSQL stores cannot drift apart in
+// what they hand back.
+
+import { randomBytes } from 'node:crypto';
+import { StoreError } from './errors.ts';
+import type {
+  AuditEntry,
+  Certificate,
+  Decision,
+  EnrollmentKind,
+  EnrollmentToken,
+  Gateway,
+  GatewayStatus,
+  Identity,
+  IdentityKind,
+  PolicyWithService,
+  Service,
+  ServiceMode,
+  Session,
+  SubjectKind,
+} from './store.ts';
+
+export interface IdentityRow {
+  id: string;
+  name: string;
+  kind: IdentityKind;
+  owner_id: string | null;
+  owner_name: string | null;
+  public_key: string | null;
+  key_id: string | null;
+  disabled: number;
+  revoked_at: number | null;
+  created_at: number;
+}
+
+export interface GatewayRow {
+  id: string;
+  name: string;
+  public_key: string | null;
+  status: GatewayStatus;
+  created_at: number;
+}
+
+export interface ServiceRow {
+  id: string;
+  name: string;
+  gateway_id: string;
+  gateway_name: string;
+  backend: string;
+  mode: ServiceMode;
+  created_at: number;
+}
+
+export interface PolicyRow {
+  id: string;
+  subject_kind: SubjectKind;
+  subject_id: string;
+  subject_name: string;
+  service_id: string;
+  requirements: string;
+  hours: string | null;
+  days: string | null;
+  max_ttl_seconds: number;
+  created_at: number;
+  s_name: string;
+  s_gateway_id: string;
+  s_gateway_name: string;
+  s_backend: string;
+  s_mode: ServiceMode;
+  s_created_at: number;
+}
+
+export interface TokenRow {
+  id: string;
+  token_hash: string;
+  kind: EnrollmentKind;
+  subject_name: string;
+  groups: string;
+  expires_at: number;
+  used_at: number | null;
+  created_at: number;
+}
+
+export interface CertificateRow {
+  serial: string;
+  identity_id: string;
+  not_before: number;
+  not_after: number;
+  revoked_at: number | null;
+  pem: string;
+}
+
+export interface SessionRow {
+  id: string;
+  identity_id: string;
+  gateway_id: string;
+  service_id: string;
+  source: string;
+  opened_at: number;
+  closed_at: number | null;
+  close_reason: string | null;
+}
+
+export interface AuditRow {
+  seq: number;
+  at: number;
+  actor: string;
+  action: string;
+  subject: string;
+  decision: Decision | null;
+  reason: string | null;
+  details: string;
+}
+
+export function newId(): string {
+  return randomBytes(16).toString('hex');
+}
+
+export function notFound(field: string, message: string): StoreError {
+  return new StoreError('not-found', `${field}: ${message}`, field);
+}
+
+export function duplicate(field: string, message: string): StoreError {
+  return new StoreError('duplicate', message, field);
+}
+
+export function identityFromRow(row: IdentityRow, groups: string[]): Identity {
+  return {
+    id: row.id,
+    name: row.name,
+    kind: row.kind,
+    owner: row.owner_name,
+    publicKey: row.public_key,
+    keyId: row.key_id,
+    disabled: row.disabled === 1,
+    revokedAt: row.revoked_at,
+    createdAt: row.created_at,
+    groups,
+  };
+}
+
+export function gatewayFromRow(row: GatewayRow): Gateway {
+  return {
+    id: row.id,
+    name: row.name,
+    publicKey: row.public_key,
+    status: row.status,
+    createdAt: row.created_at,
+  };
+}
+
+export function serviceFromRow(row: ServiceRow): Service {
+  return {
+    id: row.id,
+    name: row.name,
+    gatewayId: row.gateway_id,
+    gateway: row.gateway_name,
+    backend: row.backend,
+    mode: row.mode,
+    createdAt: row.created_at,
+  };
+}
+
+export function policyFromRow(row: PolicyRow): PolicyWithService {
+  return {
+    id: row.id,
+    subject: { kind: row.subject_kind, id: row.subject_id, name: row.subject_name },
+    serviceId: row.service_id,
+    requirements: JSON.parse(row.requirements) as string[],
+    hours: row.hours,
+    days: row.days,
+    maxTtlSeconds: row.max_ttl_seconds,
+    createdAt: row.created_at,
+    service: {
+      id: row.service_id,
+      name: row.s_name,
+      gatewayId: row.s_gateway_id,
+      gateway: row.s_gateway_name,
+      backend: row.s_backend,
+      mode: row.s_mode,
+      createdAt: row.s_created_at,
+    },
+  };
+}
+
+export function tokenFromRow(row: TokenRow): EnrollmentToken {
+  return {
+    id: row.id,
+    tokenHash: row.token_hash,
+    kind: row.kind,
+    subjectName: row.subject_name,
+    groups: JSON.parse(row.groups) as string[],
+    expiresAt: row.expires_at,
+    usedAt: row.used_at,
+    createdAt: row.created_at,
+  };
+}
+
+export function certificateFromRow(row: CertificateRow): Certificate {
+  return {
+    serial: row.serial,
+    identityId: row.identity_id,
+    notBefore: row.not_before,
+    notAfter: row.not_after,
+    revokedAt: row.revoked_at,
+    pem: row.pem,
+  };
+}
+
+export function sessionFromRow(row: SessionRow): Session {
+  return {
+    id: row.id,
+    identityId: row.identity_id,
+    gatewayId: row.gateway_id,
+    serviceId: row.service_id,
+    source: row.source,
+    openedAt: row.opened_at,
+    closedAt: row.closed_at,
+    closeReason: row.close_reason,
+  };
+}
+
+export function auditFromRow(row: AuditRow): AuditEntry {
+  return {
+    seq: row.seq,
+    at: row.at,
+    actor: row.actor,
+    action: row.action,
+    subject: row.subject,
+    decision: row.decision,
+    reason: row.reason,
+    details: JSON.parse(row.details) as Record<string, unknown>,
+  };
+}

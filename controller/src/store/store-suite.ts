@@ -1,0 +1,640 @@
+// The behaviour every Store must show, whatever the engine: run by sqlite-store.test.ts and
+// pg-store.test.ts against a fresh, empty store per test. Engine-specific matters (files, pools,
+// concurrency between processes) stay in those files.
+
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import { generateIdentity, identityIdOf } from '@umbra/protocol';
+import { hashTokenSecret as enrollmentTokenHash } from '../ca/index.ts';
+import { StoreError } from './errors.ts';
+import type { Store } from './store.ts';
+
+export const T0 = 1_750_000_000_000;
+export const PEM = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+/** An enrollment token's secret as `token create` would print it, and the hash the store keeps. */
+export const TOKEN_SECRET = 'umbra-enroll-Zm9vYmFyYmF6cXV4cXV1eA';
+export const TOKEN_HASH = enrollmentTokenHash(Buffer.from(TOKEN_SECRET));
+
+export function publicKey(): string {
+  return generateIdentity().publicKey.toString('base64');
+}
+
+export function refusedWith(code: StoreError['code'], field: string, message: RegExp) {
+  return (error: unknown): boolean => {
+    assert.ok(error instanceof StoreError, `expected a StoreError, got ${error}`);
+    assert.equal(error.code, code);
+    assert.equal(error.field, field);
+    assert.match(error.message, message);
+    return true;
+  };
+}
+
+/** Opens an empty store whose clock reads `clock()`. */
+export type OpenStore = (clock: () => number) => Promise<Store>;
+
+/** Registers the shared tests under `describe(name)`. */
+export function storeSuite(name: string, open: OpenStore): void {
+  describe(name, () => {
+    let store: Store;
+    let now: number;
+
+    beforeEach(async () => {
+      now = T0;
+      store = await open(() => now);
+    });
+
+    afterEach(async () => {
+      await store.close();
+    });
+
+    async function gatewayAndService() {
+      const gateway = await store.createGateway({ name: 'branch-1' });
+      const service = await store.createService({
+        name: 'postgres',
+        gateway: 'branch-1',
+        backend: '10.0.0.5:5432',
+      });
+      return { gateway, service };
+    }
+
+    describe('identities and groups', () => {
+      test('creates an identity with its owner and groups and finds it by name, id and key id', async () => {
+        await store.createGroup('staff');
+        await store.createGroup('admins');
+        await store.createIdentity({ name: 'alice', kind: 'user' });
+        const key = publicKey();
+        const laptop = await store.createIdentity({
+          name: 'alice-laptop',
+          kind: 'device',
+          owner: 'alice',
+          publicKey: key,
+          groups: ['staff', 'admins'],
+        });
+        assert.equal(laptop.owner, 'alice');
+        assert.deepEqual(laptop.groups, ['admins', 'staff']);
+        assert.equal(laptop.createdAt, T0);
+        assert.equal(laptop.disabled, false);
+        assert.equal(laptop.revokedAt, null);
+        assert.equal(laptop.keyId, identityIdOf(Buffer.from(key, 'base64')).toString('hex'));
+        assert.deepEqual(await store.getIdentityByName('alice-laptop'), laptop);
+        assert.deepEqual(await store.getIdentityById(laptop.id), laptop);
+        assert.deepEqual(await store.getIdentityByKeyId(laptop.keyId!), laptop);
+        assert.equal(await store.getIdentityByName('bob'), null);
+        assert.deepEqual(
+          (await store.listIdentities()).map((identity) => [identity.name, identity.groups]),
+          [
+            ['alice', []],
+            ['alice-laptop', ['admins', 'staff']],
+          ],
+        );
+      });
+
+      test('a taken name is refused, naming the name', async () => {
+        await store.createIdentity({ name: 'alice', kind: 'user' });
+        await assert.rejects(
+          store.createIdentity({ name: 'alice', kind: 'device' }),
+          refusedWith('duplicate', 'name', /identity "alice" already exists/),
+        );
+        await store.createGroup('staff');
+        await assert.rejects(
+          store.createGroup('staff'),
+          refusedWith('duplicate', 'name', /group "staff" already exists/),
+        );
+      });
+
+      test('malformed input is refused at the edge, naming the field', async () => {
+        await assert.rejects(
+          store.createIdentity({ name: 'al ice', kind: 'user' }),
+          refusedWith('invalid', 'name', /1-64 letters.*"al ice"/),
+        );
+        await assert.rejects(
+          store.createIdentity({ name: 'x'.repeat(65), kind: 'user' }),
+          refusedWith('invalid', 'name', /1-64/),
+        );
+        await assert.rejects(
+          store.createIdentity({ name: 'alice', kind: 'robot' as 'user' }),
+          refusedWith('invalid', 'kind', /device, user, service.*"robot"/),
+        );
+        await assert.rejects(
+          store.createIdentity({ name: 'alice', kind: 'user', publicKey: 'not-a-key' }),
+          refusedWith('invalid', 'publicKey', /base64/),
+        );
+      });
+
+      test('an owner must exist and be a user or a service', async () => {
+        await assert.rejects(
+          store.createIdentity({ name: 'laptop', kind: 'device', owner: 'nobody' }),
+          refusedWith('not-found', 'owner', /no identity named "nobody"/),
+        );
+        await store.createIdentity({ name: 'phone', kind: 'device' });
+        await assert.rejects(
+          store.createIdentity({ name: 'laptop', kind: 'device', owner: 'phone' }),
+          refusedWith('invalid', 'owner', /"phone" is a device/),
+        );
+      });
+
+      test('a failed creation leaves nothing behind: one missing group, no identity and no memberships', async () => {
+        await store.createGroup('staff');
+        await assert.rejects(
+          store.createIdentity({ name: 'alice', kind: 'user', groups: ['staff', 'ghosts'] }),
+          refusedWith('not-found', 'groups[1]', /no group named "ghosts"/),
+        );
+        assert.equal(await store.getIdentityByName('alice'), null);
+        // The name is free again, and the group has no stray member.
+        const alice = await store.createIdentity({ name: 'alice', kind: 'user', groups: ['staff'] });
+        assert.deepEqual(alice.groups, ['staff']);
+      });
+
+      test('addToGroup names what is missing and refuses a repeat', async () => {
+        await store.createIdentity({ name: 'alice', kind: 'user' });
+        await store.createGroup('staff');
+        await assert.rejects(store.addToGroup('bob', 'staff'), refusedWith('not-found', 'identity', /"bob"/));
+        await assert.rejects(store.addToGroup('alice', 'ops'), refusedWith('not-found', 'group', /"ops"/));
+        await store.addToGroup('alice', 'staff');
+        assert.deepEqual((await store.getIdentityByName('alice'))?.groups, ['staff']);
+        await assert.rejects(
+          store.addToGroup('alice', 'staff'),
+          refusedWith('duplicate', 'group', /already in group/),
+        );
+        assert.deepEqual(
+          (await store.listGroups()).map((group) => group.name),
+          ['staff'],
+        );
+      });
+
+      test('enrollment sets a public key once, and one key serves one identity', async () => {
+        await store.createIdentity({ name: 'laptop', kind: 'device' });
+        await store.createIdentity({ name: 'phone', kind: 'device' });
+        const key = publicKey();
+        const enrolled = await store.setIdentityPublicKey('laptop', key);
+        assert.equal(enrolled.publicKey, key);
+        assert.equal((await store.getIdentityByKeyId(enrolled.keyId!))?.name, 'laptop');
+        assert.deepEqual(await store.setIdentityPublicKey('laptop', key), enrolled);
+        await assert.rejects(
+          store.setIdentityPublicKey('laptop', publicKey()),
+          refusedWith('duplicate', 'publicKey', /already has a public key/),
+        );
+        await assert.rejects(
+          store.setIdentityPublicKey('phone', key),
+          refusedWith('duplicate', 'publicKey', /belongs to identity "laptop"/),
+        );
+      });
+
+      test('disabling and re-enabling an identity', async () => {
+        await store.createIdentity({ name: 'alice', kind: 'user' });
+        assert.equal((await store.setIdentityDisabled('alice', true)).disabled, true);
+        assert.equal((await store.setIdentityDisabled('alice', false)).disabled, false);
+        await assert.rejects(
+          store.setIdentityDisabled('bob', true),
+          refusedWith('not-found', 'name', /"bob"/),
+        );
+      });
+    });
+
+    describe('gateways, services and policies', () => {
+      test('a gateway is pending until its key is set', async () => {
+        const gateway = await store.createGateway({ name: 'branch-1' });
+        assert.equal(gateway.status, 'pending');
+        assert.equal(gateway.publicKey, null);
+        const key = publicKey();
+        const enrolled = await store.setGatewayPublicKey('branch-1', key);
+        assert.equal(enrolled.status, 'enrolled');
+        assert.equal(enrolled.publicKey, key);
+        assert.equal(
+          (await store.createGateway({ name: 'branch-2', publicKey: publicKey() })).status,
+          'enrolled',
+        );
+        await assert.rejects(
+          store.createGateway({ name: 'branch-3', publicKey: key }),
+          refusedWith('duplicate', 'publicKey', /gateway "branch-1"/),
+        );
+        await assert.rejects(
+          store.createGateway({ name: 'branch-1' }),
+          refusedWith('duplicate', 'name', /gateway "branch-1" already exists/),
+        );
+        assert.deepEqual(
+          (await store.listGateways()).map((g) => g.name),
+          ['branch-1', 'branch-2'],
+        );
+        assert.deepEqual(await store.getGatewayByName('branch-1'), enrolled);
+      });
+
+      test('a service names an existing gateway, a HOST:PORT backend and a mode', async () => {
+        const { gateway, service } = await gatewayAndService();
+        assert.equal(service.gatewayId, gateway.id);
+        assert.equal(service.gateway, 'branch-1');
+        assert.equal(service.mode, 'tunnel');
+        const ssh = await store.createService({
+          name: 'ssh',
+          gateway: 'branch-1',
+          backend: '[fd00::5]:22',
+          mode: 'direct',
+        });
+        assert.equal(ssh.mode, 'direct');
+        await store.createService({ name: 'wiki', gateway: 'branch-1', backend: 'wiki.internal:443' });
+        assert.deepEqual(await store.getServiceByName('ssh'), ssh);
+        assert.equal((await store.listServices()).length, 3);
+        await assert.rejects(
+          store.createService({ name: 'postgres', gateway: 'branch-1', backend: '10.0.0.6:5432' }),
+          refusedWith('duplicate', 'name', /service "postgres" already exists/),
+        );
+        await assert.rejects(
+          store.createService({ name: 'x', gateway: 'nowhere', backend: '10.0.0.6:5432' }),
+          refusedWith('not-found', 'gateway', /no gateway named "nowhere"/),
+        );
+        for (const backend of [
+          '10.0.0.5',
+          '10.0.0.5:0',
+          '10.0.0.5:65536',
+          '300.1.1.1:80',
+          '[nope]:80',
+          ':80',
+          'a b:80',
+        ]) {
+          await assert.rejects(
+            store.createService({ name: 'x', gateway: 'branch-1', backend }),
+            refusedWith('invalid', 'backend', /HOST:PORT/),
+            backend,
+          );
+        }
+        await assert.rejects(
+          store.createService({
+            name: 'x',
+            gateway: 'branch-1',
+            backend: '10.0.0.5:80',
+            mode: 'udp' as 'tunnel',
+          }),
+          refusedWith('invalid', 'mode', /tunnel, direct/),
+        );
+      });
+
+      test('policiesFor returns direct and group policies with their service', async () => {
+        const { service } = await gatewayAndService();
+        await store.createService({ name: 'ssh', gateway: 'branch-1', backend: '10.0.0.5:22' });
+        await store.createService({ name: 'wiki', gateway: 'branch-1', backend: '10.0.0.7:443' });
+        await store.createGroup('dba');
+        await store.createGroup('ops');
+        const alice = await store.createIdentity({ name: 'alice', kind: 'user', groups: ['dba'] });
+        await store.createIdentity({ name: 'bob', kind: 'user', groups: ['ops'] });
+        const byGroup = await store.addPolicy({
+          subject: { kind: 'group', name: 'dba' },
+          service: 'postgres',
+          requirements: ['disk_encryption=on', 'os_version>=12'],
+          hours: '08:00-18:00',
+          days: 'mon-fri',
+          maxTtlSeconds: 60,
+        });
+        now += 1;
+        await store.addPolicy({ subject: { kind: 'identity', name: 'alice' }, service: 'ssh' });
+        await store.addPolicy({ subject: { kind: 'group', name: 'ops' }, service: 'wiki' });
+        await store.addPolicy({ subject: { kind: 'identity', name: 'bob' }, service: 'ssh' });
+
+        assert.deepEqual(byGroup.subject, { kind: 'group', id: byGroup.subject.id, name: 'dba' });
+        assert.equal(byGroup.days, 'mon-fri');
+        const policies = await store.policiesFor(alice.id);
+        assert.deepEqual(
+          policies.map((policy) => [policy.subject.kind, policy.subject.name, policy.service.name]),
+          [
+            ['group', 'dba', 'postgres'],
+            ['identity', 'alice', 'ssh'],
+          ],
+        );
+        assert.deepEqual(policies[0]?.service, service);
+        assert.deepEqual(policies[0]?.requirements, ['disk_encryption=on', 'os_version>=12']);
+        assert.equal(policies[0]?.hours, '08:00-18:00');
+        assert.equal(policies[0]?.maxTtlSeconds, 60);
+        assert.equal(policies[1]?.maxTtlSeconds, 30, 'the default TTL');
+        assert.equal((await store.listPolicies()).length, 4);
+      });
+
+      test('addPolicy refuses a missing subject or service and malformed limits, naming the field', async () => {
+        await gatewayAndService();
+        await store.createIdentity({ name: 'alice', kind: 'user' });
+        const base = { subject: { kind: 'identity' as const, name: 'alice' }, service: 'postgres' };
+        await assert.rejects(
+          store.addPolicy({ ...base, subject: { kind: 'group', name: 'dba' } }),
+          refusedWith('not-found', 'subject.name', /no group named "dba"/),
+        );
+        await assert.rejects(
+          store.addPolicy({ ...base, service: 'mail' }),
+          refusedWith('not-found', 'service', /no service named "mail"/),
+        );
+        await assert.rejects(
+          store.addPolicy({ ...base, maxTtlSeconds: 0 }),
+          refusedWith('invalid', 'maxTtlSeconds', /1 to 86400/),
+        );
+        await assert.rejects(
+          store.addPolicy({ ...base, maxTtlSeconds: 86_401 }),
+          refusedWith('invalid', 'maxTtlSeconds', /1 to 86400/),
+        );
+        await assert.rejects(
+          store.addPolicy({ ...base, maxTtlSeconds: 1.5 }),
+          refusedWith('invalid', 'maxTtlSeconds', /whole/),
+        );
+        await assert.rejects(
+          store.addPolicy({ ...base, hours: '8-18' }),
+          refusedWith('invalid', 'hours', /HH:MM-HH:MM/),
+        );
+        await assert.rejects(
+          store.addPolicy({ ...base, hours: '08:00-25:00' }),
+          refusedWith('invalid', 'hours', /expected HH:MM-HH:MM/),
+        );
+        await assert.rejects(
+          store.addPolicy({ ...base, hours: '08:00-08:00' }),
+          refusedWith('invalid', 'hours', /empty/),
+        );
+        await assert.rejects(
+          store.addPolicy({ ...base, days: 'Mon-Funday' }),
+          refusedWith('invalid', 'days', /"Mon-Funday": expected day names/),
+        );
+        await assert.rejects(
+          store.addPolicy({ ...base, requirements: ['disk_encryption=on', 'firewall'] }),
+          refusedWith('invalid', 'requirements[1]', /"firewall": expected KEY=VALUE/),
+        );
+        assert.equal((await store.addPolicy({ ...base, hours: '22:00-06:00' })).hours, '22:00-06:00');
+        assert.equal((await store.listPolicies()).length, 1);
+      });
+    });
+
+    describe('enrollment tokens', () => {
+      const secret = TOKEN_SECRET;
+      const tokenHash = TOKEN_HASH;
+
+      test('a token is consumed once; the second attempt is told it was used', async () => {
+        await store.createGroup('staff');
+        const token = await store.createEnrollmentToken({
+          tokenHash,
+          kind: 'identity',
+          subjectName: 'alice-laptop',
+          groups: ['staff'],
+          expiresAt: T0 + 86_400_000,
+        });
+        assert.equal(token.usedAt, null);
+        const first = await store.consumeEnrollmentToken(tokenHash, T0 + 1000);
+        assert.deepEqual(first, { ok: true, token: { ...token, usedAt: T0 + 1000 } });
+        assert.deepEqual(await store.consumeEnrollmentToken(tokenHash, T0 + 2000), {
+          ok: false,
+          reason: 'used',
+        });
+      });
+
+      test('an expired token and an unknown one are refused with their reason', async () => {
+        await store.createEnrollmentToken({
+          tokenHash,
+          kind: 'gateway',
+          subjectName: 'branch-1',
+          expiresAt: T0 + 60_000,
+        });
+        assert.deepEqual(await store.consumeEnrollmentToken(tokenHash, T0 + 60_000), {
+          ok: false,
+          reason: 'expired',
+        });
+        assert.deepEqual(await store.consumeEnrollmentToken(enrollmentTokenHash(Buffer.from('other')), T0), {
+          ok: false,
+          reason: 'unknown',
+        });
+        // Refusing an expired token did not spend it: it is still reported as expired, not used.
+        assert.deepEqual(await store.consumeEnrollmentToken(tokenHash, T0 + 70_000), {
+          ok: false,
+          reason: 'expired',
+        });
+      });
+
+      test('creation checks the hash, the groups, the expiry and the kind', async () => {
+        const base = { tokenHash, kind: 'identity' as const, subjectName: 'alice', expiresAt: T0 + 1000 };
+        await assert.rejects(
+          store.createEnrollmentToken({ ...base, tokenHash: secret }),
+          refusedWith('invalid', 'tokenHash', /32 bytes in hex/),
+        );
+        await assert.rejects(
+          store.createEnrollmentToken({ ...base, groups: ['ghosts'] }),
+          refusedWith('not-found', 'groups[0]', /no group named "ghosts"/),
+        );
+        await assert.rejects(
+          store.createEnrollmentToken({ ...base, expiresAt: T0 }),
+          refusedWith('invalid', 'expiresAt', /not in the future/),
+        );
+        await store.createGroup('staff');
+        await assert.rejects(
+          store.createEnrollmentToken({ ...base, kind: 'gateway', groups: ['staff'] }),
+          refusedWith('invalid', 'groups', /gateway tokens/),
+        );
+        await store.createEnrollmentToken(base);
+        await assert.rejects(
+          store.createEnrollmentToken(base),
+          refusedWith('duplicate', 'tokenHash', /already exists/),
+        );
+      });
+    });
+
+    describe('certificates and revocation', () => {
+      test('revokeIdentity revokes its certificates, returns their serials and keeps others', async () => {
+        const alice = await store.createIdentity({ name: 'alice', kind: 'device' });
+        const bob = await store.createIdentity({ name: 'bob', kind: 'device' });
+        const validity = { notBefore: T0, notAfter: T0 + 86_400_000, pem: PEM };
+        const first = await store.recordCertificate({ serial: '0A01', identityId: alice.id, ...validity });
+        assert.equal(first.serial, '0a01', 'serials are kept in lower case');
+        await store.recordCertificate({ serial: '0a02', identityId: alice.id, ...validity });
+        await store.recordCertificate({ serial: '0b01', identityId: bob.id, ...validity });
+        assert.equal(await store.revokeCertificate('0a02', T0 + 5), true);
+        assert.equal(await store.revokeCertificate('0a02', T0 + 6), false);
+
+        assert.deepEqual(await store.revokeIdentity('alice', T0 + 10), ['0a01']);
+        assert.equal((await store.getIdentityByName('alice'))?.revokedAt, T0 + 10);
+        assert.equal(await store.isSerialRevoked('0A01'), true);
+        assert.equal(await store.isSerialRevoked('0b01'), false);
+        assert.equal(
+          await store.isSerialRevoked('ffff'),
+          false,
+          'a serial never issued here is not on the list',
+        );
+        assert.deepEqual(await store.listRevokedSerials(), ['0a01', '0a02']);
+        assert.equal((await store.getCertificate('0a02'))?.revokedAt, T0 + 5);
+
+        // Revoking again changes nothing and reports nothing new.
+        assert.deepEqual(await store.revokeIdentity('alice', T0 + 20), []);
+        assert.equal((await store.getIdentityByName('alice'))?.revokedAt, T0 + 10);
+        // The store records; auditing is the caller's: nothing was written to the log.
+        assert.deepEqual(await store.listAudit(), []);
+        await assert.rejects(store.revokeIdentity('carol', T0), refusedWith('not-found', 'name', /"carol"/));
+        await assert.rejects(
+          store.setIdentityPublicKey('alice', publicKey()),
+          refusedWith('invalid', 'name', /revoked/),
+        );
+      });
+
+      test('listRevokedSerials can leave out certificates that have expired anyway', async () => {
+        const alice = await store.createIdentity({ name: 'alice', kind: 'device' });
+        await store.recordCertificate({
+          serial: '01',
+          identityId: alice.id,
+          notBefore: T0,
+          notAfter: T0 + 1000,
+          pem: PEM,
+        });
+        await store.recordCertificate({
+          serial: '02',
+          identityId: alice.id,
+          notBefore: T0,
+          notAfter: T0 + 9000,
+          pem: PEM,
+        });
+        await store.revokeIdentity('alice', T0 + 10);
+        assert.deepEqual(await store.listRevokedSerials(T0 + 5000), ['02']);
+      });
+
+      test('recordCertificate refuses a repeated serial, an unknown identity and a bad validity', async () => {
+        const alice = await store.createIdentity({ name: 'alice', kind: 'device' });
+        const base = { serial: '01', identityId: alice.id, notBefore: T0, notAfter: T0 + 1000, pem: PEM };
+        await store.recordCertificate(base);
+        await assert.rejects(store.recordCertificate(base), refusedWith('duplicate', 'serial', /serial 01/));
+        await assert.rejects(
+          store.recordCertificate({ ...base, serial: '02', identityId: 'ab'.repeat(16) }),
+          refusedWith('not-found', 'identityId', /no identity/),
+        );
+        await assert.rejects(
+          store.recordCertificate({ ...base, serial: '02', notAfter: T0 }),
+          refusedWith('invalid', 'notAfter', /later than notBefore/),
+        );
+        await assert.rejects(
+          store.recordCertificate({ ...base, serial: 'xyz' }),
+          refusedWith('invalid', 'serial', /hex/),
+        );
+        await assert.rejects(
+          store.recordCertificate({ ...base, serial: '02', pem: 'hello' }),
+          refusedWith('invalid', 'pem', /PEM/),
+        );
+      });
+    });
+
+    describe('sessions', () => {
+      test('open, list, close once, and close all of an identity', async () => {
+        const { gateway, service } = await gatewayAndService();
+        const alice = await store.createIdentity({ name: 'alice', kind: 'device' });
+        const ids = { identityId: alice.id, gatewayId: gateway.id, serviceId: service.id };
+        const first = await store.openSession({ ...ids, source: '192.0.2.10' });
+        assert.equal(first.openedAt, T0);
+        assert.equal(first.closedAt, null);
+        const second = await store.openSession({ ...ids, source: '2001:db8::10', openedAt: T0 + 1 });
+        const third = await store.openSession({ ...ids, source: '192.0.2.11', openedAt: T0 + 2 });
+
+        assert.equal(await store.closeSession(first.id, T0 + 100, 'expired'), true);
+        assert.equal(await store.closeSession(first.id, T0 + 200, 'revoked'), false);
+        assert.deepEqual(
+          (await store.listSessions({ open: true })).map((session) => session.id),
+          [second.id, third.id],
+        );
+        const [closed] = await store.listSessions({ open: false });
+        assert.equal(closed?.closeReason, 'expired');
+        assert.equal(closed?.closedAt, T0 + 100);
+
+        assert.deepEqual(
+          await store.closeSessionsOf(alice.id, T0 + 300, 'revoked'),
+          [second.id, third.id].sort(),
+        );
+        assert.deepEqual(await store.listSessions({ open: true }), []);
+        assert.equal((await store.listSessions({ identityId: alice.id })).length, 3);
+        assert.equal((await store.listSessions()).length, 3);
+      });
+
+      test('openSession names the missing reference and refuses a source that is not an address', async () => {
+        const { gateway, service } = await gatewayAndService();
+        const alice = await store.createIdentity({ name: 'alice', kind: 'device' });
+        const ids = {
+          identityId: alice.id,
+          gatewayId: gateway.id,
+          serviceId: service.id,
+          source: '192.0.2.10',
+        };
+        await assert.rejects(
+          store.openSession({ ...ids, serviceId: 'cd'.repeat(16) }),
+          refusedWith('not-found', 'serviceId', /no service/),
+        );
+        await assert.rejects(
+          store.openSession({ ...ids, gatewayId: 'cd'.repeat(16) }),
+          refusedWith('not-found', 'gatewayId', /no gateway/),
+        );
+        await assert.rejects(
+          store.openSession({ ...ids, source: 'example.com' }),
+          refusedWith('invalid', 'source', /IPv4 or IPv6/),
+        );
+        await assert.rejects(
+          store.closeSession('cd'.repeat(16), T0, 'x'),
+          refusedWith('not-found', 'id', /no session/),
+        );
+        assert.deepEqual(await store.listSessions(), []);
+      });
+    });
+
+    describe('audit log', () => {
+      test('entries get strictly increasing sequence numbers and read back from a position', async () => {
+        const seqs: number[] = [];
+        for (let index = 0; index < 5; index++) {
+          const entry = await store.appendAudit({
+            actor: 'gateway:branch-1',
+            action: 'knock',
+            subject: 'alice',
+            decision: index % 2 === 0 ? 'allow' : 'deny',
+            reason: index % 2 === 0 ? 'policy 1' : 'outside hours',
+            details: { index, source: '192.0.2.10' },
+          });
+          seqs.push(entry.seq);
+        }
+        assert.deepEqual(seqs, [1, 2, 3, 4, 5]);
+        const tail = await store.listAudit(3);
+        assert.deepEqual(
+          tail.map((entry) => entry.seq),
+          [4, 5],
+        );
+        assert.deepEqual(tail[0], {
+          seq: 4,
+          at: T0,
+          actor: 'gateway:branch-1',
+          action: 'knock',
+          subject: 'alice',
+          decision: 'deny',
+          reason: 'outside hours',
+          details: { index: 3, source: '192.0.2.10' },
+        });
+        assert.deepEqual(
+          (await store.listAudit(0, 2)).map((entry) => entry.seq),
+          [1, 2],
+        );
+        const plain = await store.appendAudit({
+          at: T0 + 9,
+          actor: 'cli',
+          action: 'identity.revoke',
+          subject: 'alice',
+        });
+        assert.deepEqual([plain.seq, plain.decision, plain.reason, plain.details], [6, null, null, {}]);
+      });
+
+      test('malformed entries are refused, naming the field', async () => {
+        await assert.rejects(
+          store.appendAudit({ actor: '', action: 'knock', subject: 'alice' }),
+          refusedWith('invalid', 'actor', /1-256/),
+        );
+        await assert.rejects(
+          store.appendAudit({
+            actor: 'cli',
+            action: 'knock',
+            subject: 'alice',
+            decision: 'maybe' as 'allow',
+          }),
+          refusedWith('invalid', 'decision', /allow, deny/),
+        );
+        await assert.rejects(
+          store.appendAudit({
+            actor: 'cli',
+            action: 'knock',
+            subject: 'alice',
+            details: { blob: 'x'.repeat(20_000) },
+          }),
+          refusedWith('invalid', 'details', /16384 bytes/),
+        );
+        await assert.rejects(store.listAudit(-1), refusedWith('invalid', 'afterSeq', /0 or more/));
+        assert.deepEqual(await store.listAudit(), []);
+      });
+    });
+  });
+}
