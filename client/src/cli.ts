@@ -14,8 +14,9 @@ import {
   KeyFormatError,
   parseAccess,
   sealKnock,
+  TLS_CERT_FILE,
 } from '@umbra/protocol';
-import { enrollDevice, readEnrollment, TLS_CERT_FILE } from './enroll.ts';
+import { enrollDevice, readEnrollment } from './enroll.ts';
 import { parseGatewayAddress } from './gateway-address.ts';
 import { createIdentityFile, loadIdentityFile } from './identity.ts';
 import { localAddressToward, resolveGateway, sendKnock } from './knock.ts';

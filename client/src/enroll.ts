@@ -5,25 +5,23 @@
 // The device makes its keys itself — the identity key that signs knocks, and a TLS key — and sends
 // only their public halves; the controller returns a client certificate for the TLS key.
 
-import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync, sign } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   createCertificateRequest,
+  ENROLLMENT_FILE,
   encodeKey,
+  enrollmentPossessionMessage,
   fetchPinnedCa,
   type Identity,
   parseEnrollmentToken,
   postJson,
-  writeSecretFile,
+  saveEnrollment,
 } from '@umbra/protocol';
 import { createIdentityFile, loadIdentityFile } from './identity.ts';
 
 export const IDENTITY_FILE = 'identity';
-export const TLS_KEY_FILE = 'tls.key';
-export const TLS_CERT_FILE = 'tls.crt';
-export const CA_CERT_FILE = 'ca.crt';
-export const ENROLLMENT_FILE = 'enrollment.json';
 
 export interface Enrollment {
   identity: string;
@@ -55,36 +53,35 @@ export async function enrollDevice(tokenText: string, dir: string): Promise<Enro
     : await createIdentityFile(identityPath);
   const tls = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const csr = await createCertificateRequest(tls.privateKey);
-  const response = await postJson(new URL('/v1/enroll', url), caPem, {
+  const answer = (await postJson(new URL('/v1/enroll', url), caPem, {
     token: tokenText.trim(),
     identityPublicKey: encodeKey(identity.publicKey),
+    // Proof that this device holds the identity key it registers.
+    identitySignature: sign(null, enrollmentPossessionMessage(tokenText, csr), identity.privateKey).toString(
+      'base64',
+    ),
     csr,
-  });
-  const answer = response as { identity?: unknown; certificate?: unknown; notAfter?: unknown };
+  })) as { identity?: unknown; certificate?: unknown; caCertificate?: unknown; notAfter?: unknown };
   if (
     typeof answer.identity !== 'string' ||
     typeof answer.certificate !== 'string' ||
+    typeof answer.caCertificate !== 'string' ||
     typeof answer.notAfter !== 'string'
   )
     throw new EnrollError(`${url.origin} answered without a certificate; is it an Umbra controller?`);
-
-  await writeSecretFile(
-    join(dir, TLS_KEY_FILE),
-    tls.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
-    {
-      overwrite: true,
-    },
-  );
-  writeFileSync(join(dir, TLS_CERT_FILE), answer.certificate, { mode: 0o644 });
-  writeFileSync(join(dir, CA_CERT_FILE), caPem, { mode: 0o644 });
   const enrollment: Enrollment = {
     identity: answer.identity,
     controller: url.href,
     pin: token.pin,
     notAfter: answer.notAfter,
   };
-  // Written last: its presence means the directory holds a complete enrollment.
-  writeFileSync(join(dir, ENROLLMENT_FILE), `${JSON.stringify(enrollment, null, 2)}\n`, { mode: 0o644 });
+  await saveEnrollment(
+    dir,
+    token.pin,
+    tls.privateKey,
+    { certificate: answer.certificate, caCertificate: answer.caCertificate },
+    enrollment,
+  );
   return enrollment;
 }
 

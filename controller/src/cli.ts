@@ -1,5 +1,6 @@
-// umbra-controller: the controller's administration commands. Every change is made in one store
-// transaction and recorded in the audit log with the CLI as its actor.
+// umbra-controller: the controller's administration commands. Every change is recorded in the audit
+// log with the CLI as its actor. (A command's steps are separate store calls for now: a crash between
+// them can leave, say, a token without its audit line.)
 
 import { hostname } from 'node:os';
 import { parseCommand, parseDuration, required, runCli, UsageError } from '@umbra/cli-kit';
@@ -69,8 +70,9 @@ Prints the audit log as JSON lines, oldest first, from after sequence number SEQ
   serve: `Usage: umbra-controller serve --data DIR --listen HOST:PORT
 
 Serves the controller's HTTPS API in the foreground (TLS 1.3, a certificate from its own CA for the
-host in its URL), logging JSON lines. Today it enrolls devices (\`umbra enroll\`); the gateway
-link, knock decisions and revocation push come next. Stop it with SIGTERM or Ctrl-C.`,
+host in its URL), logging JSON lines. Today it enrolls devices (\`umbra enroll\`) and gateways
+(\`umbra-gateway enroll\`); the gateway link, knock decisions and revocation push come next.
+Stop it with SIGTERM or Ctrl-C.`,
 } as const;
 
 type Command = keyof typeof HELP;
@@ -137,9 +139,13 @@ async function ensureGroups(store: Store, names: string[]): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<number> {
-  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+  if (argv.length === 0) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  if (argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     console.log(USAGE);
-    return argv.length === 0 ? 2 : 0;
+    return 0;
   }
   const found = commandOf(argv);
   if (!found) throw new UsageError(`unknown command "${argv.join(' ')}"\n\n${USAGE}`);
@@ -158,7 +164,7 @@ async function main(argv: string[]): Promise<number> {
       const created = await initDataDir(
         required(help, values, 'data'),
         required(help, values, 'url'),
-        values.name ?? `Umbra CA ${hostname()}`,
+        values.name ?? `Umbra CA ${hostname()}`.slice(0, 64),
       );
       await created.store.appendAudit({
         actor: ACTOR,
@@ -187,6 +193,10 @@ async function main(argv: string[]): Promise<number> {
         if (!identity) await store.createIdentity({ name, kind: 'device', groups });
         else if (identity.revokedAt !== null)
           throw new UsageError(`--identity ${name}: this identity is revoked`);
+        else if (identity.publicKey !== null)
+          throw new UsageError(
+            `--identity ${name}: this identity is already enrolled; a device enrolls once (revoke it and enroll a new identity to replace the device)`,
+          );
         else
           for (const group of groups)
             if (!identity.groups.includes(group)) await store.addToGroup(name, group);

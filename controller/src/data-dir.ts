@@ -2,7 +2,7 @@
 // carries (the controller's URL and the CA's pin). Created once by `init`; every admin command
 // opens it.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CertificateAuthority } from './ca/index.ts';
 import { SqliteStore, type Store } from './store/index.ts';
@@ -46,13 +46,23 @@ export async function initDataDir(dir: string, url: string, name: string): Promi
     );
   if (existsSync(dir) && readdirSync(dir).length > 0)
     throw new DataDirError(`${dir} is not empty; init needs a new or empty --data directory`);
+  const existed = existsSync(dir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  mkdirSync(join(dir, CA_DIR), { mode: 0o700 });
-  const ca = await CertificateAuthority.create(join(dir, CA_DIR), { name });
-  const store = SqliteStore.open(dir);
-  const settings: ControllerSettings = { version: SETTINGS_VERSION, url: parsed.href, caPin: ca.pin };
-  writeFileSync(join(dir, SETTINGS_FILE), `${JSON.stringify(settings, null, 2)}\n`, { mode: 0o644 });
-  return { dir, settings, store, ca };
+  chmodSync(dir, 0o700);
+  try {
+    mkdirSync(join(dir, CA_DIR), { mode: 0o700 });
+    const ca = await CertificateAuthority.create(join(dir, CA_DIR), { name });
+    const store = SqliteStore.open(dir);
+    const settings: ControllerSettings = { version: SETTINGS_VERSION, url: parsed.href, caPin: ca.pin };
+    // Written last: its presence marks a complete controller.
+    writeFileSync(join(dir, SETTINGS_FILE), `${JSON.stringify(settings, null, 2)}\n`, { mode: 0o644 });
+    return { dir, settings, store, ca };
+  } catch (error) {
+    // Leave nothing half-made behind: the next init must find the directory as it was.
+    for (const entry of readdirSync(dir)) rmSync(join(dir, entry), { recursive: true, force: true });
+    if (!existed) rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
 }
 
 export async function openDataDir(dir: string): Promise<DataDir> {

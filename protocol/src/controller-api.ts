@@ -5,7 +5,7 @@
 
 import { request } from 'node:https';
 import { isIP } from 'node:net';
-import { connect, type PeerCertificate } from 'node:tls';
+import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls';
 import { verifyPin } from './pin.ts';
 
 const TIMEOUT_MS = 15_000;
@@ -61,7 +61,26 @@ export function fetchPinnedCa(url: URL, pin: string): Promise<string> {
   });
 }
 
-/** One POST over TLS that trusts only `caPem` and checks the host name as usual. */
+/** The SAN URI prefix only the controller's own certificate carries (a gateway's says umbra://gateway/). */
+const CONTROLLER_SUBJECT = 'URI:umbra://controller/';
+
+/**
+ * The host-name check, plus: the certificate must be the controller's. Gateways hold certificates
+ * from the same CA with serverAuth (for their tunnels); without this, a gateway whose name or SAN
+ * matched the controller's host could pose as the controller and collect enrollment tokens.
+ */
+export function checkControllerIdentity(host: string, certificate: PeerCertificate): Error | undefined {
+  const hostError = checkServerIdentity(host, certificate);
+  if (hostError) return hostError;
+  const names = (certificate.subjectaltname ?? '').split(', ');
+  if (!names.some((name) => name.startsWith(CONTROLLER_SUBJECT)))
+    return new ControllerApiError(
+      `${host} presented a certificate that is not the controller's (no ${CONTROLLER_SUBJECT}… name)`,
+    );
+  return undefined;
+}
+
+/** One POST over TLS that trusts only `caPem`, checks the host name, and insists on the controller's certificate. */
 export function postJson(url: URL, caPem: string, body: unknown): Promise<unknown> {
   const payload = Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
@@ -70,6 +89,7 @@ export function postJson(url: URL, caPem: string, body: unknown): Promise<unknow
       {
         method: 'POST',
         ca: caPem,
+        checkServerIdentity: checkControllerIdentity,
         minVersion: 'TLSv1.3',
         timeout: TIMEOUT_MS,
         headers: { 'content-type': 'application/json', 'content-length': payload.length },

@@ -28,7 +28,11 @@ function der(tag: number, ...contents: Uint8Array[]): Buffer {
   let header: Buffer;
   if (length < 0x80) header = Buffer.from([tag, length]);
   else if (length < 0x100) header = Buffer.from([tag, 0x81, length]);
-  else header = Buffer.from([tag, 0x82, length >> 8, length & 0xff]); // requests are far below 64 KiB
+  else if (length < 0x10000) header = Buffer.from([tag, 0x82, length >> 8, length & 0xff]);
+  else
+    throw new CertificateRequestError(
+      'certificate request: a field of 64 KiB or more; requests are far smaller',
+    );
   return Buffer.concat([header, body]);
 }
 

@@ -187,3 +187,18 @@ function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
   return value === null ? 'null' : typeof value;
 }
+
+const POSSESSION_CONTEXT = Buffer.from('umbra enroll v1');
+
+/**
+ * What a device signs with its identity key when it enrolls: proof that it holds the key it
+ * registers, bound to this token and this certificate request, so nobody can register someone
+ * else's public key (and lock them out) or replay the signature with another request.
+ */
+export function enrollmentPossessionMessage(tokenText: string, csrPem: string): Buffer {
+  return Buffer.concat([
+    POSSESSION_CONTEXT,
+    createHash('sha256').update(tokenText.trim()).digest(),
+    createHash('sha256').update(csrPem).digest(),
+  ]);
+}

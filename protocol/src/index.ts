@@ -1,8 +1,16 @@
 // @umbra/protocol: the wire formats every Umbra program shares.
 
 export { ipAddressFromBytes, ipAddressToBytes } from './address.ts';
-export { ControllerApiError, fetchPinnedCa, postJson } from './controller-api.ts';
+export { ControllerApiError, checkControllerIdentity, fetchPinnedCa, postJson } from './controller-api.ts';
 export { CertificateRequestError, type CertificateRequestOptions, createCertificateRequest } from './csr.ts';
+export {
+  CA_CERT_FILE,
+  ENROLLMENT_FILE,
+  type EnrollmentAnswer,
+  saveEnrollment,
+  TLS_CERT_FILE,
+  TLS_KEY_FILE,
+} from './enrollment-files.ts';
 export {
   type CreatedEnrollmentToken,
   type CreateEnrollmentTokenOptions,
@@ -11,6 +19,7 @@ export {
   type EnrollmentToken,
   EnrollmentTokenError,
   type EnrollmentTokenKind,
+  enrollmentPossessionMessage,
   hashTokenSecret,
   parseEnrollmentToken,
   TOKEN_SECRET_BYTES,

@@ -6,7 +6,13 @@ import { generateKeyPairSync } from 'node:crypto';
 import { isIP } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { DataDir } from '../data-dir.ts';
-import { EnrollmentRefused, enroll, enrollGateway } from './enroll.ts';
+import {
+  EnrollmentRefused,
+  type EnrollRequest,
+  enroll,
+  enrollGateway,
+  type GatewayEnrollRequest,
+} from './enroll.ts';
 
 const BODY_LIMIT_BYTES = 16 * 1024;
 
@@ -14,10 +20,11 @@ const enrollSchema = {
   body: {
     type: 'object',
     additionalProperties: false,
-    required: ['token', 'identityPublicKey', 'csr'],
+    required: ['token', 'identityPublicKey', 'identitySignature', 'csr'],
     properties: {
       token: { type: 'string', maxLength: 2048 },
       identityPublicKey: { type: 'string', maxLength: 64 },
+      identitySignature: { type: 'string', maxLength: 128 },
       csr: { type: 'string', maxLength: 8192 },
     },
   },
@@ -43,60 +50,56 @@ export interface ControllerServer {
   close(): Promise<void>;
 }
 
-export async function startServer(data: DataDir, host: string, port: number): Promise<ControllerServer> {
-  const url = new URL(data.settings.url);
-  const urlHost = url.hostname.replace(/^\[|\]$/g, '');
+/** Slow or idle clients are cut off: no request may hold a connection for long. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 10_000;
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+const MAX_CONNECTIONS = 1024;
+/** The controller's certificate lasts 30 days and is renewed daily, without a restart. */
+const CERTIFICATE_RENEWAL_MS = 24 * 3600 * 1000;
+
+/** A fresh key and certificate for the host in the controller's URL (and the listen address). */
+async function serverIdentity(data: DataDir, host: string): Promise<{ key: string; cert: string }> {
+  const urlHost = new URL(data.settings.url).hostname.replace(/^\[|\]$/g, '');
+  const listenIp = isIP(host) && host !== '0.0.0.0' && host !== '::' ? [host] : [];
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const certificate = await data.ca.issueControllerCertificate(publicKey, {
     name: 'controller',
     dnsNames: isIP(urlHost) ? [] : [urlHost],
-    ipAddresses: [
-      ...new Set([
-        ...(isIP(urlHost) ? [urlHost] : []),
-        ...(isIP(host) && host !== '0.0.0.0' && host !== '::' ? [host] : []),
-      ]),
-    ],
+    ipAddresses: [...new Set([...(isIP(urlHost) ? [urlHost] : []), ...listenIp])],
   });
+  return {
+    key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    // The chain includes the CA, so a device can find the certificate its pin names.
+    cert: `${certificate.pem.trim()}\n${data.ca.pem.trim()}\n`,
+  };
+}
+
+export async function startServer(data: DataDir, host: string, port: number): Promise<ControllerServer> {
   const app = Fastify({
     https: {
-      key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
-      // The chain includes the CA, so a device can find the certificate its pin names.
-      cert: `${certificate.pem.trim()}\n${data.ca.pem.trim()}\n`,
+      ...(await serverIdentity(data, host)),
       minVersion: 'TLSv1.3',
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
     },
     bodyLimit: BODY_LIMIT_BYTES,
+    connectionTimeout: REQUEST_TIMEOUT_MS,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    // Request logs carry method, URL and address, never bodies: tokens stay out of the log.
     logger: { level: 'info', base: { service: 'umbra-controller' } },
   });
   app.get('/v1/health', async () => ({ ok: true }));
-  app.post<{ Body: { token: string; spaPublicKey: string; csr: string } }>(
-    '/v1/gateway/enroll',
-    { schema: gatewayEnrollSchema },
-    async (request, reply) => {
-      try {
-        return await enrollGateway(data, request.body);
-      } catch (error) {
-        if (error instanceof EnrollmentRefused)
-          return reply.code(error.status).send({ error: error.message });
-        throw error;
-      }
-    },
+  app.post<{ Body: GatewayEnrollRequest }>('/v1/gateway/enroll', { schema: gatewayEnrollSchema }, (request) =>
+    enrollGateway(data, request.body),
   );
-  app.post<{ Body: { token: string; identityPublicKey: string; csr: string } }>(
-    '/v1/enroll',
-    { schema: enrollSchema },
-    async (request, reply) => {
-      try {
-        return await enroll(data, request.body);
-      } catch (error) {
-        if (error instanceof EnrollmentRefused)
-          return reply.code(error.status).send({ error: error.message });
-        throw error;
-      }
-    },
+  app.post<{ Body: EnrollRequest }>('/v1/enroll', { schema: enrollSchema }, (request) =>
+    enroll(data, request.body),
   );
   app.setErrorHandler((error, _request, reply) => {
-    // Client errors (a schema failure naming the field, bad JSON, a body over the limit) are
-    // answered with their own status and message; anything else is ours, and says so without internals.
+    // Refusals and client errors (a schema failure naming the field, bad JSON, a body over the
+    // limit) are answered with their status and message; anything else is ours, without internals.
+    if (error instanceof EnrollmentRefused) return reply.code(error.status).send({ error: error.message });
     const status = (error as { statusCode?: number }).statusCode;
     if (status !== undefined && status >= 400 && status < 500)
       return reply.code(status).send({ error: (error as Error).message });
@@ -104,10 +107,21 @@ export async function startServer(data: DataDir, host: string, port: number): Pr
     return reply.code(500).send({ error: 'internal error; see the controller log' });
   });
   await app.listen({ host, port });
+  app.server.maxConnections = MAX_CONNECTIONS;
+  const renewal = setInterval(() => {
+    serverIdentity(data, host).then(
+      (identity) => app.server.setSecureContext({ ...identity, minVersion: 'TLSv1.3' }),
+      (error: unknown) => app.log.error({ err: error }, 'could not renew the controller certificate'),
+    );
+  }, CERTIFICATE_RENEWAL_MS);
+  renewal.unref();
   const address = app.server.address();
   return {
     app,
     port: typeof address === 'object' && address ? address.port : port,
-    close: () => app.close(),
+    close: () => {
+      clearInterval(renewal);
+      return app.close();
+    },
   };
 }

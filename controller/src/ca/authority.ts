@@ -260,6 +260,11 @@ export class CertificateAuthority {
     return verifyPin(certificate, pin);
   }
 
+  /** Checks a request without issuing anything: it parses, its key is one we issue for, its signature verifies. */
+  async verifyRequest(csrPem: string): Promise<void> {
+    await keyFromRequest(csrPem);
+  }
+
   /** A client certificate for the identity `options.identity`, for the key that signed `csrPem`. */
   async issueClientCertificate(
     csrPem: string,

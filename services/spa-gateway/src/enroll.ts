@@ -5,22 +5,18 @@
 // the box's TPM replaces this where there is one.
 
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   createCertificateRequest,
+  ENROLLMENT_FILE,
   encodeKey,
   fetchPinnedCa,
   parseEnrollmentToken,
   postJson,
-  writeSecretFile,
+  saveEnrollment,
 } from '@umbra/protocol';
-import { createGatewayKeys } from './keys.ts';
-
-export const TLS_KEY_FILE = 'tls.key';
-export const TLS_CERT_FILE = 'tls.crt';
-export const CA_CERT_FILE = 'ca.crt';
-export const ENROLLMENT_FILE = 'enrollment.json';
+import { createGatewayKeys, loadGatewayKeys, PRIVATE_KEY_FILE } from './keys.ts';
 
 export interface GatewayEnrollment {
   gateway: string;
@@ -45,36 +41,33 @@ export async function enrollGateway(tokenText: string, dir: string): Promise<Gat
   const caPem = await fetchPinnedCa(url, token.pin);
 
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const spa = await createGatewayKeys(dir);
+  // Keys from an earlier attempt that failed are kept: a retry must not die on "file exists".
+  const spa = existsSync(join(dir, PRIVATE_KEY_FILE)) ? loadGatewayKeys(dir) : await createGatewayKeys(dir);
   const tls = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const answer = (await postJson(new URL('/v1/gateway/enroll', url), caPem, {
     token: tokenText.trim(),
     spaPublicKey: encodeKey(spa.publicKey),
     csr: await createCertificateRequest(tls.privateKey, { commonName: 'umbra gateway' }),
-  })) as { gateway?: unknown; certificate?: unknown; notAfter?: unknown };
+  })) as { gateway?: unknown; certificate?: unknown; caCertificate?: unknown; notAfter?: unknown };
   if (
     typeof answer.gateway !== 'string' ||
     typeof answer.certificate !== 'string' ||
+    typeof answer.caCertificate !== 'string' ||
     typeof answer.notAfter !== 'string'
   )
     throw new GatewayEnrollError(`${url.origin} answered without a certificate; is it an Umbra controller?`);
-
-  await writeSecretFile(
-    join(dir, TLS_KEY_FILE),
-    tls.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
-    {
-      overwrite: true,
-    },
-  );
-  writeFileSync(join(dir, TLS_CERT_FILE), answer.certificate, { mode: 0o644 });
-  writeFileSync(join(dir, CA_CERT_FILE), caPem, { mode: 0o644 });
   const enrollment: GatewayEnrollment = {
     gateway: answer.gateway,
     controller: url.href,
     pin: token.pin,
     notAfter: answer.notAfter,
   };
-  // Written last: its presence means the directory holds a complete enrollment.
-  writeFileSync(join(dir, ENROLLMENT_FILE), `${JSON.stringify(enrollment, null, 2)}\n`, { mode: 0o644 });
+  await saveEnrollment(
+    dir,
+    token.pin,
+    tls.privateKey,
+    { certificate: answer.certificate, caCertificate: answer.caCertificate },
+    enrollment,
+  );
   return enrollment;
 }
