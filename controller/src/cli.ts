@@ -14,8 +14,11 @@ const DEFAULT_TOKEN_TTL = '24h';
 
 const USAGE = `umbra-controller: identities, policy and the certificate authority of an Umbra perimeter
 
+Every command takes --data DIR; a controller whose records live in PostgreSQL also takes
+--database postgres://USER@HOST/DB (init with it to choose PostgreSQL; never stored on disk).
+
 Usage:
-  umbra-controller init --data DIR --url https://HOST:PORT [--name NAME]
+  umbra-controller init --data DIR --url https://HOST:PORT [--name NAME] [--database URL]
   umbra-controller token create --data DIR --identity NAME [--group G ...] [--ttl 24h]
   umbra-controller gateway token create --data DIR --name GW [--ttl 24h]
   umbra-controller service add --data DIR --name NAME --gateway GW --backend HOST:PORT [--mode tunnel|direct]
@@ -25,7 +28,7 @@ Usage:
   umbra-controller identity revoke NAME --data DIR
   umbra-controller sessions --data DIR             open sessions, as JSON
   umbra-controller audit --data DIR [--after SEQ]  the audit log, as JSON lines
-  umbra-controller serve --data DIR --listen HOST:PORT
+  umbra-controller serve --data DIR --listen HOST:PORT [--database URL]
   umbra-controller COMMAND --help`;
 
 const HELP = {
@@ -92,7 +95,7 @@ async function withData<T>(
   help: string,
   work: (data: DataDir) => Promise<T>,
 ): Promise<T> {
-  const data = await openDataDir(required(help, values, 'data'));
+  const data = await openDataDir(required(help, values, 'data'), values.database as string | undefined);
   try {
     return await work(data);
   } finally {
@@ -151,7 +154,7 @@ async function main(argv: string[]): Promise<number> {
   if (!found) throw new UsageError(`unknown command "${argv.join(' ')}"\n\n${USAGE}`);
   const { command, rest } = found;
   const help = HELP[command];
-  const data = { data: { type: 'string' } } as const;
+  const data = { data: { type: 'string' }, database: { type: 'string' } } as const;
 
   switch (command) {
     case 'init': {
@@ -165,6 +168,7 @@ async function main(argv: string[]): Promise<number> {
         required(help, values, 'data'),
         required(help, values, 'url'),
         values.name ?? `Umbra CA ${hostname()}`.slice(0, 64),
+        values.database,
       );
       await created.store.appendAudit({
         actor: ACTOR,
@@ -327,7 +331,7 @@ async function main(argv: string[]): Promise<number> {
       const { values } = parseCommand(help, rest, { ...data, listen: { type: 'string' } });
       if (values.help) return show(help);
       const { host, port } = parseListen(required(help, values, 'listen'));
-      const opened = await openDataDir(required(help, values, 'data'));
+      const opened = await openDataDir(required(help, values, 'data'), values.database);
       const server = await startServer(opened, host, port);
       await new Promise<void>((resolve) => {
         const stop = () => {

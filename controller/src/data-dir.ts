@@ -5,14 +5,19 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CertificateAuthority } from './ca/index.ts';
-import { SqliteStore, type Store } from './store/index.ts';
+import { PgStore, SqliteStore, type Store } from './store/index.ts';
 
 const SETTINGS_FILE = 'controller.json';
 const CA_DIR = 'ca';
 const SETTINGS_VERSION = 1;
 
+export type Storage = 'sqlite' | 'postgresql';
+
 export interface ControllerSettings {
   version: number;
+  /** Where the records live: controller.db in this directory, or a PostgreSQL database (its URL, which
+   * may hold a password, is never written here: every command is given it with --database). */
+  storage?: Storage;
   /** Where clients and gateways reach the controller; https only. */
   url: string;
   /** The CA's pin, as enrollment tokens carry it. */
@@ -30,8 +35,21 @@ export class DataDirError extends Error {
   override name = 'DataDirError';
 }
 
-/** Creates the directory, the database and the CA; refuses a directory that already holds a controller. */
-export async function initDataDir(dir: string, url: string, name: string): Promise<DataDir> {
+async function openStore(dir: string, databaseUrl: string | undefined): Promise<Store> {
+  return databaseUrl === undefined ? SqliteStore.open(dir) : PgStore.connect(databaseUrl);
+}
+
+/**
+ * Creates the directory, the CA and the database (controller.db here, or the schema in the
+ * PostgreSQL database at `databaseUrl`); refuses a directory that already holds a controller.
+ * Controllers that share one PostgreSQL database share this directory's contents too (the CA).
+ */
+export async function initDataDir(
+  dir: string,
+  url: string,
+  name: string,
+  databaseUrl?: string,
+): Promise<DataDir> {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -52,8 +70,13 @@ export async function initDataDir(dir: string, url: string, name: string): Promi
   try {
     mkdirSync(join(dir, CA_DIR), { mode: 0o700 });
     const ca = await CertificateAuthority.create(join(dir, CA_DIR), { name });
-    const store = SqliteStore.open(dir);
-    const settings: ControllerSettings = { version: SETTINGS_VERSION, url: parsed.href, caPin: ca.pin };
+    const store = await openStore(dir, databaseUrl);
+    const settings: ControllerSettings = {
+      version: SETTINGS_VERSION,
+      url: parsed.href,
+      caPin: ca.pin,
+      storage: databaseUrl === undefined ? 'sqlite' : 'postgresql',
+    };
     // Written last: its presence marks a complete controller.
     writeFileSync(join(dir, SETTINGS_FILE), `${JSON.stringify(settings, null, 2)}\n`, { mode: 0o644 });
     return { dir, settings, store, ca };
@@ -65,7 +88,7 @@ export async function initDataDir(dir: string, url: string, name: string): Promi
   }
 }
 
-export async function openDataDir(dir: string): Promise<DataDir> {
+export async function openDataDir(dir: string, databaseUrl?: string): Promise<DataDir> {
   const path = join(dir, SETTINGS_FILE);
   let settings: ControllerSettings;
   try {
@@ -85,6 +108,15 @@ export async function openDataDir(dir: string): Promise<DataDir> {
     throw new DataDirError(
       `${path}: not a settings file this controller knows (version ${SETTINGS_VERSION} expected)`,
     );
+  const storage = settings.storage ?? 'sqlite';
+  if (storage === 'postgresql' && databaseUrl === undefined)
+    throw new DataDirError(
+      `${dir}: this controller keeps its records in PostgreSQL; give --database postgres://…`,
+    );
+  if (storage === 'sqlite' && databaseUrl !== undefined)
+    throw new DataDirError(
+      `${dir}: this controller keeps its records in ${join(dir, 'controller.db')}; drop --database`,
+    );
   const ca = await CertificateAuthority.load(join(dir, CA_DIR));
-  return { dir, settings, store: SqliteStore.open(dir), ca };
+  return { dir, settings, store: await openStore(dir, databaseUrl), ca };
 }
