@@ -6,46 +6,31 @@
 // only their public halves; the controller returns a client certificate for the TLS key.
 
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  beginEnrollment,
+  completeEnrollment,
   createCertificateRequest,
   ENROLLMENT_FILE,
+  type EnrollmentRecord,
   encodeKey,
   enrollmentPossessionMessage,
-  fetchPinnedCa,
   type Identity,
-  parseEnrollmentToken,
   postJson,
-  saveEnrollment,
 } from '@umbra/protocol';
 import { createIdentityFile, loadIdentityFile } from './identity.ts';
 
 export const IDENTITY_FILE = 'identity';
 
-export interface Enrollment {
-  identity: string;
-  controller: string;
-  pin: string;
-  notAfter: string;
-}
+export type Enrollment = EnrollmentRecord<'identity'>;
 
 export class EnrollError extends Error {
   override name = 'EnrollError';
 }
 
 export async function enrollDevice(tokenText: string, dir: string): Promise<Enrollment> {
-  const token = parseEnrollmentToken(tokenText);
-  if (token.kind !== 'identity')
-    throw new EnrollError('this is a gateway enrollment token; use it with `umbra-gateway enroll`');
-  if (existsSync(join(dir, ENROLLMENT_FILE)))
-    throw new EnrollError(
-      `${dir} is already enrolled (${ENROLLMENT_FILE}); use another --dir to enroll again`,
-    );
-  const url = new URL(token.url);
-  const caPem = await fetchPinnedCa(url, token.pin);
-
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const started = await beginEnrollment(tokenText, dir, 'identity');
   const identityPath = join(dir, IDENTITY_FILE);
   // An identity made earlier with `umbra keygen --out DIR/identity` is kept: its key may already be known.
   const identity: Identity = existsSync(identityPath)
@@ -53,7 +38,7 @@ export async function enrollDevice(tokenText: string, dir: string): Promise<Enro
     : await createIdentityFile(identityPath);
   const tls = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const csr = await createCertificateRequest(tls.privateKey);
-  const answer = (await postJson(new URL('/v1/enroll', url), caPem, {
+  const answer = await postJson(new URL('/v1/enroll', started.url), started.caPem, {
     token: tokenText.trim(),
     identityPublicKey: encodeKey(identity.publicKey),
     // Proof that this device holds the identity key it registers.
@@ -61,28 +46,8 @@ export async function enrollDevice(tokenText: string, dir: string): Promise<Enro
       'base64',
     ),
     csr,
-  })) as { identity?: unknown; certificate?: unknown; caCertificate?: unknown; notAfter?: unknown };
-  if (
-    typeof answer.identity !== 'string' ||
-    typeof answer.certificate !== 'string' ||
-    typeof answer.caCertificate !== 'string' ||
-    typeof answer.notAfter !== 'string'
-  )
-    throw new EnrollError(`${url.origin} answered without a certificate; is it an Umbra controller?`);
-  const enrollment: Enrollment = {
-    identity: answer.identity,
-    controller: url.href,
-    pin: token.pin,
-    notAfter: answer.notAfter,
-  };
-  await saveEnrollment(
-    dir,
-    token.pin,
-    tls.privateKey,
-    { certificate: answer.certificate, caCertificate: answer.caCertificate },
-    enrollment,
-  );
-  return enrollment;
+  });
+  return completeEnrollment(dir, started, tls.privateKey, answer, 'identity');
 }
 
 export function readEnrollment(dir: string): Enrollment {

@@ -1,12 +1,13 @@
-// What an enrolled device or gateway keeps: its TLS key (0600), the certificate the controller
-// issued for it, the controller's CA, and a record of the enrollment — written only after the
-// controller's answer has been checked, and the record last, so its presence means a complete
-// enrollment.
+// The steps a device and a gateway share when they enroll: recognise the controller by the pin in
+// the token, then keep what it answers — the TLS key (0600), the certificate issued for it, the
+// controller's CA, and a record of the enrollment — written only after the answer has been checked,
+// and the record last, so its presence means a complete enrollment.
 
 import { createPublicKey, type KeyObject, X509Certificate } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ControllerApiError } from './controller-api.ts';
+import { ControllerApiError, fetchPinnedCa } from './controller-api.ts';
+import { type EnrollmentToken, type EnrollmentTokenKind, parseEnrollmentToken } from './enrollment-token.ts';
 import { verifyPin } from './pin.ts';
 import { writeSecretFile } from './secret-file.ts';
 
@@ -15,9 +16,86 @@ export const TLS_CERT_FILE = 'tls.crt';
 export const CA_CERT_FILE = 'ca.crt';
 export const ENROLLMENT_FILE = 'enrollment.json';
 
-export interface EnrollmentAnswer {
+interface EnrollmentAnswer {
   certificate: string;
   caCertificate: string;
+}
+
+export interface StartedEnrollment {
+  token: EnrollmentToken;
+  url: URL;
+  /** The controller's CA, found by the token's pin: the only trust for the rest of the enrollment. */
+  caPem: string;
+}
+
+/**
+ * Checks the token is for this kind of enrollment and the directory is not enrolled yet, finds the
+ * controller's CA by the token's pin, and creates the directory (mode 0700).
+ */
+export async function beginEnrollment(
+  tokenText: string,
+  dir: string,
+  kind: EnrollmentTokenKind,
+): Promise<StartedEnrollment> {
+  const token = parseEnrollmentToken(tokenText);
+  if (token.kind !== kind)
+    throw new ControllerApiError(
+      kind === 'identity'
+        ? 'this is a gateway enrollment token; use it with `umbra-gateway enroll`'
+        : 'this is a device enrollment token; use it with `umbra enroll`',
+    );
+  if (existsSync(join(dir, ENROLLMENT_FILE)))
+    throw new ControllerApiError(
+      `${dir} is already enrolled (${ENROLLMENT_FILE}); use another --dir to enroll again`,
+    );
+  const url = new URL(token.url);
+  const caPem = await fetchPinnedCa(url, token.pin);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return { token, url, caPem };
+}
+
+/** The record enrollment.json holds: who we are (under `subject`), and with which controller. */
+export type EnrollmentRecord<S extends string> = { [K in S]: string } & {
+  controller: string;
+  pin: string;
+  notAfter: string;
+};
+
+/**
+ * Checks the controller's answer carries the subject's name, the certificate, the CA and the
+ * expiry, then saves it with saveEnrollment. Returns the record written to enrollment.json.
+ */
+export async function completeEnrollment<S extends 'identity' | 'gateway'>(
+  dir: string,
+  started: StartedEnrollment,
+  tlsPrivateKey: KeyObject,
+  answer: unknown,
+  subject: S,
+): Promise<EnrollmentRecord<S>> {
+  const fields = answer as Record<string, unknown> | null;
+  if (
+    typeof fields?.[subject] !== 'string' ||
+    typeof fields.certificate !== 'string' ||
+    typeof fields.caCertificate !== 'string' ||
+    typeof fields.notAfter !== 'string'
+  )
+    throw new ControllerApiError(
+      `${started.url.origin} answered without a certificate; is it an Umbra controller?`,
+    );
+  const record = {
+    [subject]: fields[subject],
+    controller: started.url.href,
+    pin: started.token.pin,
+    notAfter: fields.notAfter,
+  } as EnrollmentRecord<S>;
+  await saveEnrollment(
+    dir,
+    started.token.pin,
+    tlsPrivateKey,
+    { certificate: fields.certificate, caCertificate: fields.caCertificate },
+    record,
+  );
+  return record;
 }
 
 /**
@@ -25,7 +103,7 @@ export interface EnrollmentAnswer {
  * certificate is for our own TLS key and signed by that CA. Then writes the files. `record` is
  * what enrollment.json should hold.
  */
-export async function saveEnrollment(
+async function saveEnrollment(
   dir: string,
   pin: string,
   tlsPrivateKey: KeyObject,

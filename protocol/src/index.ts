@@ -4,10 +4,12 @@ export { ipAddressFromBytes, ipAddressToBytes } from './address.ts';
 export { ControllerApiError, checkControllerIdentity, fetchPinnedCa, postJson } from './controller-api.ts';
 export { CertificateRequestError, type CertificateRequestOptions, createCertificateRequest } from './csr.ts';
 export {
+  beginEnrollment,
   CA_CERT_FILE,
+  completeEnrollment,
   ENROLLMENT_FILE,
-  type EnrollmentAnswer,
-  saveEnrollment,
+  type EnrollmentRecord,
+  type StartedEnrollment,
   TLS_CERT_FILE,
   TLS_KEY_FILE,
 } from './enrollment-files.ts';
