@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseCommand, parseDuration, required, UsageError } from './index.ts';
+import { parseCommand, parseDuration, pickCommand, required, UsageError } from './index.ts';
 
 const HELP = 'Usage: x thing --name NAME';
 
@@ -31,4 +31,14 @@ test('durations', () => {
   assert.equal(parseDuration('7d', 'ttl'), 604800);
   for (const bad of ['', '30', '1.5h', '-1s', '10 m', '3w'])
     assert.throws(() => parseDuration(bad, 'ttl'), /--ttl/);
+});
+
+test('pickCommand takes the longest command, and says which is unknown', () => {
+  const commands = ['token create', 'gateway token create', 'audit'] as const;
+  assert.deepEqual(pickCommand(['gateway', 'token', 'create', '--name', 'g'], 'U', commands), {
+    command: 'gateway token create',
+    args: ['--name', 'g'],
+  });
+  assert.deepEqual(pickCommand(['audit'], 'U', commands), { command: 'audit', args: [] });
+  assert.throws(() => pickCommand(['gateway', 'list'], 'U', commands), /unknown command "gateway list"/);
 });

@@ -67,6 +67,33 @@ export function runCli(
   );
 }
 
+/**
+ * The command `argv` names — the longest match among `commands`, so "gateway token create" wins
+ * over "gateway" — and the arguments after it. With no arguments, prints the usage to stderr and
+ * returns exit code 2; with --help, prints it to stdout and returns 0; an unknown command is a
+ * UsageError naming it.
+ */
+export function pickCommand<C extends string>(
+  argv: string[],
+  usage: string,
+  commands: readonly C[],
+): { command: C; args: string[] } | number {
+  if (argv.length === 0) {
+    process.stderr.write(`${usage}\n`);
+    return 2;
+  }
+  if (argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    console.log(usage);
+    return 0;
+  }
+  for (let words = Math.min(argv.length, 3); words > 0; words--) {
+    const name = argv.slice(0, words).join(' ');
+    if ((commands as readonly string[]).includes(name))
+      return { command: name as C, args: argv.slice(words) };
+  }
+  throw new UsageError(`unknown command "${argv.join(' ')}"\n\n${usage}`);
+}
+
 const DURATION = /^(\d{1,9})(s|m|h|d)$/;
 const UNIT_SECONDS = { s: 1, m: 60, h: 3600, d: 86400 } as const;
 

@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { ParseArgsOptionsConfig } from 'node:util';
-import { parseCommand, required as requireOption, runCli, UsageError } from '@umbra/cli-kit';
+import { parseCommand, pickCommand, required as requireOption, runCli, UsageError } from '@umbra/cli-kit';
 import {
   decodeKey,
   EnrollmentTokenError,
@@ -83,12 +83,9 @@ function readGatewayKey(text: string): Buffer {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [command, ...args] = argv;
-  if (!command || command === '--help' || command === '-h' || command === 'help') {
-    console.log(USAGE);
-    return command ? 0 : 2;
-  }
-  if (!(command in HELP)) throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);
+  const picked = pickCommand(argv, USAGE, Object.keys(HELP));
+  if (typeof picked === 'number') return picked;
+  const { command, args } = picked;
 
   if (command === 'keygen') {
     const values = parse(command, args, { out: { type: 'string' }, force: { type: 'boolean' } });

@@ -3,7 +3,7 @@
 // them can leave, say, a token without its audit line.)
 
 import { hostname } from 'node:os';
-import { parseCommand, parseDuration, required, runCli, UsageError } from '@umbra/cli-kit';
+import { parseCommand, parseDuration, pickCommand, required, runCli, UsageError } from '@umbra/cli-kit';
 import { startServer } from './api/server.ts';
 import { createEnrollmentToken } from './ca/index.ts';
 import { type DataDir, DataDirError, initDataDir, openDataDir } from './data-dir.ts';
@@ -81,15 +81,6 @@ Stop it with SIGTERM or Ctrl-C.`,
 type Command = keyof typeof HELP;
 const COMMANDS = Object.keys(HELP) as Command[];
 
-/** The longest command name that `argv` starts with ("gateway token create" before "gateway"). */
-function commandOf(argv: string[]): { command: Command; rest: string[] } | null {
-  for (const words of [3, 2, 1]) {
-    const name = argv.slice(0, words).join(' ');
-    if ((COMMANDS as string[]).includes(name)) return { command: name as Command, rest: argv.slice(words) };
-  }
-  return null;
-}
-
 async function withData<T>(
   values: Record<string, unknown>,
   help: string,
@@ -142,17 +133,9 @@ async function ensureGroups(store: Store, names: string[]): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<number> {
-  if (argv.length === 0) {
-    process.stderr.write(`${USAGE}\n`);
-    return 2;
-  }
-  if (argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
-    console.log(USAGE);
-    return 0;
-  }
-  const found = commandOf(argv);
-  if (!found) throw new UsageError(`unknown command "${argv.join(' ')}"\n\n${USAGE}`);
-  const { command, rest } = found;
+  const picked = pickCommand(argv, USAGE, COMMANDS);
+  if (typeof picked === 'number') return picked;
+  const { command, args: rest } = picked;
   const help = HELP[command];
   const data = { data: { type: 'string' }, database: { type: 'string' } } as const;
 

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ParseArgsOptionsConfig } from 'node:util';
-import { parseCommand, required as requireOption, runCli, UsageError } from '@umbra/cli-kit';
+import { parseCommand, pickCommand, required as requireOption, runCli } from '@umbra/cli-kit';
 import { EnrollmentTokenError, encodeKey } from '@umbra/protocol';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config.ts';
@@ -59,12 +59,9 @@ const required = (command: string, values: Record<string, unknown>, name: string
   requireOption(HELP[command]!, values, name);
 
 async function main(argv: string[]): Promise<number> {
-  const [command, ...args] = argv;
-  if (!command || command === '--help' || command === '-h' || command === 'help') {
-    console.log(USAGE);
-    return command ? 0 : 2;
-  }
-  if (!(command in HELP)) throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);
+  const picked = pickCommand(argv, USAGE, Object.keys(HELP));
+  if (typeof picked === 'number') return picked;
+  const { command, args } = picked;
 
   if (command === 'enroll') {
     const values = parse(command, args, { token: { type: 'string' }, dir: { type: 'string' } });
