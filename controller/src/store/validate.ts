@@ -3,8 +3,8 @@
 // what arrived and says what would be accepted.
 
 import { isIPv4, isIPv6 } from 'node:net';
+import { formatRequirement, parseDays, parseHours, parseRequirement } from '@umbra/policy';
 import { decodeKey } from '@umbra/protocol';
-import { formatRequirement, parseDays, parseHours, parseRequirement } from '../policy/index.ts';
 import { StoreError } from './errors.ts';
 
 /** Names appear in logs, CLI arguments and certificate subjects: keep them to a safe alphabet. */
