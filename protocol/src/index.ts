@@ -60,6 +60,8 @@ export {
   POSTURE_TEXT_MAX_BYTES,
   type PostureValue,
   parseAccess,
+  SERVICE_NAME,
+  SERVICE_NAME_MAX_BYTES,
   SIGNATURE_BYTES,
 } from './knock.ts';
 export { PIN_PREFIX, pinOf, verifyPin } from './pin.ts';

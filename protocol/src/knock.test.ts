@@ -161,6 +161,13 @@ describe('strict body decoding', () => {
     assert.deepEqual(decodeKnockBody(validBody), knock);
   });
 
+  test('accepts a service name (key 7) and encodes it the same way', () => {
+    const body = map([...fields(), [uint(7), tstr('db.main')]]);
+    assert.deepEqual(decodeKnockBody(body), { ...knock, service: 'db.main' });
+    assert.deepEqual(encodeKnockBody({ ...knock, service: 'db.main' }), body);
+    assert.throws(() => encodeKnockBody({ ...knock, service: 'no spaces' }), /knock\.service/);
+  });
+
   const rejects: [string, Buffer][] = [
     ['empty', Buffer.alloc(0)],
     ['an array', cat(head(4, 1), uint(1))],
@@ -171,7 +178,11 @@ describe('strict body decoding', () => {
     ['a map count one too low', map(fields(), 3)],
     ['keys out of order', map([fields()[1]!, fields()[0]!, ...fields().slice(2)])],
     ['a key twice', map([...fields().slice(0, 3), fields()[2]!, fields()[3]!])],
-    ['an unknown key 7', map([...fields(), [uint(7), uint(0)]])],
+    ['an unknown key 8', map([...fields(), [uint(8), uint(0)]])],
+    ['a service as a number', map([...fields(), [uint(7), uint(0)]])],
+    ['an empty service name', map([...fields(), [uint(7), tstr('')]])],
+    ['a service name with a slash', map([...fields(), [uint(7), tstr('a/b')]])],
+    ['a 65-byte service name', map([...fields(), [uint(7), tstr('a'.repeat(65))]])],
     ['key 1 missing', map(fields({ 1: null }))],
     ['key 2 missing', map(fields({ 2: null }))],
     ['key 3 missing', map(fields({ 3: null }))],

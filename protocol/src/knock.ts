@@ -15,6 +15,7 @@
 //     ? 4: bstr .size (4 / 16),  ; source address the client claims (never IPv4-mapped IPv6)
 //     5: tstr,                   ; access, "tcp/22" or "udp/53"
 //     ? 6: { 1*16 (tstr => tstr / int / bool) }  ; posture claims
+//     ? 7: tstr .size (1..64),   ; service name, for a controller-managed gateway
 //   }
 
 import { Encoder } from 'cbor-x';
@@ -26,6 +27,9 @@ export const SIGNATURE_BYTES = 64;
 export const POSTURE_MAX_ENTRIES = 16;
 export const POSTURE_KEY_MAX_BYTES = 32;
 export const POSTURE_TEXT_MAX_BYTES = 64;
+export const SERVICE_NAME_MAX_BYTES = 64;
+/** A service name as the controller accepts it: it appears in logs and in the tunnel's ALPN. */
+export const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 // Body map keys.
 const KEY_IDENTITY_ID = 1;
@@ -34,6 +38,7 @@ const KEY_NONCE = 3;
 const KEY_CLAIMED_SOURCE = 4;
 const KEY_ACCESS = 5;
 const KEY_POSTURE = 6;
+const KEY_SERVICE = 7;
 
 // CBOR major types (RFC 8949 §3.1).
 const MAJOR_UINT = 0;
@@ -60,6 +65,11 @@ export interface Knock {
   /** "tcp/PORT" or "udp/PORT". */
   access: string;
   posture?: Record<string, PostureValue>;
+  /**
+   * The service asked for by name. A gateway run by a controller needs it: a tunnel's port serves
+   * every tunnel service, so the port alone does not say which one.
+   */
+  service?: string;
 }
 
 export interface Access {
@@ -183,6 +193,13 @@ export function encodeKnockBody(knock: Knock): Buffer {
   }
   body.set(KEY_ACCESS, knock.access);
   if (knock.posture !== undefined) body.set(KEY_POSTURE, checkPosture(knock.posture));
+  if (knock.service !== undefined) {
+    if (typeof knock.service !== 'string' || !SERVICE_NAME.test(knock.service))
+      throw new KnockError(
+        `knock.service: expected 1-64 letters, digits or ._- starting with a letter or digit, got ${JSON.stringify(knock.service)}`,
+      );
+    body.set(KEY_SERVICE, knock.service);
+  }
   return encode(body);
 }
 
@@ -377,12 +394,20 @@ function readBody(body: Buffer): Knock {
     posture = readPosture(reader);
     seen++;
   }
+  let service: string | undefined;
+  if (reader.peekKey(KEY_SERVICE)) {
+    reader.key(KEY_SERVICE);
+    service = reader.text(SERVICE_NAME_MAX_BYTES).text;
+    if (!SERVICE_NAME.test(service)) throw SCHEMA_VIOLATION;
+    seen++;
+  }
   // The map header must count exactly the entries read, so no unknown key can follow.
   if (entries !== seen) throw SCHEMA_VIOLATION;
   reader.finish();
   const knock: Knock = { identityId, timestampMs, nonce, access };
   if (claimedSource !== undefined) knock.claimedSource = claimedSource;
   if (posture !== undefined) knock.posture = posture;
+  if (service !== undefined) knock.service = service;
   return knock;
 }
 

@@ -27,6 +27,7 @@ export const knockArb: fc.Arbitrary<Knock> = fc
       .tuple(fc.constantFrom('tcp', 'udp'), fc.integer({ min: 1, max: 65535 }))
       .map(([protocol, port]) => `${protocol}/${port}`),
     posture: fc.option(postureArb, { nil: undefined }),
+    service: fc.option(fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/), { nil: undefined }),
   })
   .map((k) => {
     // Leave optional fields out rather than undefined, as a decoded knock has them.
@@ -38,6 +39,7 @@ export const knockArb: fc.Arbitrary<Knock> = fc
     };
     if (k.claimedSource !== undefined) out.claimedSource = k.claimedSource;
     if (k.posture !== undefined) out.posture = k.posture;
+    if (k.service !== undefined) out.service = k.service;
     return out;
   });
 
@@ -61,4 +63,5 @@ export function assertSameKnock(actual: Knock, expected: Knock): void {
     assert.deepEqual(ipAddressToBytes(actual.claimedSource!), bytes);
   }
   assert.deepEqual(postureEntries(actual.posture), postureEntries(expected.posture));
+  assert.equal(actual.service, expected.service);
 }
