@@ -64,6 +64,42 @@ export {
   SERVICE_NAME_MAX_BYTES,
   SIGNATURE_BYTES,
 } from './knock.ts';
+export {
+  type Authorize,
+  type DecisionMessage,
+  decodeToController,
+  decodeToGateway,
+  encodeLinkMessage,
+  type Health,
+  type Hello,
+  LINK_CLOSE,
+  LINK_MAX_MESSAGE_BYTES,
+  LINK_PATH,
+  LINK_VERSION,
+  LinkMessageError,
+  type PostureReport,
+  type Revoke,
+  type SessionReport,
+  type SignedPolicyMessage,
+  type ToControllerMessage,
+  type ToGatewayMessage,
+} from './link.ts';
+export {
+  applyDelta,
+  diffSnapshots,
+  isEmptyDelta,
+  openDelta,
+  openSnapshot,
+  type PolicyDelta,
+  PolicySignatureError,
+  type PolicySnapshot,
+  type SignedPolicy,
+  type SnapshotIdentity,
+  type SnapshotPolicy,
+  type SnapshotService,
+  signDelta,
+  signSnapshot,
+} from './link-policy.ts';
 export { PIN_PREFIX, pinOf, verifyPin } from './pin.ts';
 export {
   type KnockRequest,
