@@ -164,8 +164,14 @@ export const revoke = z
   })
   .strict();
 
-const toController = z.union([hello, authorize, sessionReport, postureReport, health]);
-const toGateway = z.union([signedPolicy('snapshot'), signedPolicy('delta'), decision, revoke]);
+// By type, so an error names the field of the message it claims to be, not a failed union.
+const toController = { hello, authorize, session: sessionReport, posture: postureReport, health };
+const toGateway = {
+  snapshot: signedPolicy('snapshot'),
+  delta: signedPolicy('delta'),
+  decision,
+  revoke,
+};
 
 export type Hello = z.infer<typeof hello>;
 export type Authorize = z.infer<typeof authorize>;
@@ -175,8 +181,8 @@ export type Health = z.infer<typeof health>;
 export type SignedPolicyMessage = z.infer<ReturnType<typeof signedPolicy>>;
 export type DecisionMessage = z.infer<typeof decision>;
 export type Revoke = z.infer<typeof revoke>;
-export type ToControllerMessage = z.infer<typeof toController>;
-export type ToGatewayMessage = z.infer<typeof toGateway>;
+export type ToControllerMessage = Hello | Authorize | SessionReport | PostureReport | Health;
+export type ToGatewayMessage = SignedPolicyMessage | DecisionMessage | Revoke;
 
 export class LinkMessageError extends Error {
   override name = 'LinkMessageError';
@@ -194,14 +200,14 @@ export function encodeLinkMessage(message: ToControllerMessage | ToGatewayMessag
 }
 
 export function decodeToController(frame: Uint8Array): ToControllerMessage {
-  return decodeWith(frame, toController);
+  return decodeWith(frame, toController) as ToControllerMessage;
 }
 
 export function decodeToGateway(frame: Uint8Array): ToGatewayMessage {
-  return decodeWith(frame, toGateway);
+  return decodeWith(frame, toGateway) as ToGatewayMessage;
 }
 
-function decodeWith<T>(frame: Uint8Array, schema: z.ZodType<T>): T {
+function decodeWith(frame: Uint8Array, schemas: Record<string, z.ZodTypeAny>): unknown {
   if (!(frame instanceof Uint8Array) || frame.length === 0 || frame.length > LINK_MAX_MESSAGE_BYTES)
     throw new LinkMessageError(`a frame must be 1 to ${LINK_MAX_MESSAGE_BYTES} bytes`);
   let value: unknown;
@@ -210,12 +216,16 @@ function decodeWith<T>(frame: Uint8Array, schema: z.ZodType<T>): T {
   } catch (error) {
     throw new LinkMessageError(`not one CBOR item (${(error as Error).message})`);
   }
-  const parsed = schema.safeParse(value);
+  const type = (value as { t?: unknown } | null)?.t;
+  if (typeof type !== 'string' || !Object.hasOwn(schemas, type))
+    throw new LinkMessageError(
+      `not a message this side accepts (type ${typeof type === 'string' ? JSON.stringify(type.slice(0, 32)) : 'untyped'})`,
+    );
+  const parsed = schemas[type]!.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    const type = (value as { t?: unknown } | null)?.t;
     throw new LinkMessageError(
-      `invalid ${typeof type === 'string' ? type.slice(0, 32) : 'untyped'} message: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`,
+      `invalid ${type} message: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`,
     );
   }
   return parsed.data;
