@@ -9,4 +9,5 @@ export {
   type Requirement,
   RequirementError,
 } from './requirement.ts';
+export { type PolicyText, policyRule } from './rule.ts';
 export { isWithin, localTime, parseDays, parseHours, type Schedule, ScheduleError } from './schedule.ts';

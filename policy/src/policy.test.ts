@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { decide, type PolicyRule } from './decision.ts';
 import { compareVersions, meets, parseRequirement, RequirementError } from './requirement.ts';
+import { policyRule } from './rule.ts';
 import { isWithin, parseDays, parseHours, ScheduleError } from './schedule.ts';
 
 describe('requirements', () => {
@@ -155,5 +156,38 @@ describe('decide', () => {
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe('policyRule', () => {
+  test('reads the text a snapshot carries into the rule decide() uses', () => {
+    const rule = policyRule({
+      id: 'p1',
+      service: 'db',
+      requirements: ['diskEncryption=true', 'osVersion>=12'],
+      hours: '08:00-18:00',
+      days: 'mon-fri',
+      maxTtlSeconds: 30,
+    });
+    assert.equal(rule.serviceName, 'db');
+    assert.deepEqual(rule.hours, { from: 480, to: 1080 });
+    assert.deepEqual([...rule.days!].sort(), [1, 2, 3, 4, 5]);
+    assert.equal(rule.requirements.length, 2);
+    const monday10 = new Date('2026-11-23T10:00:00Z');
+    const allowed = decide({
+      identity: { name: 'a', disabled: false, revoked: false },
+      serviceName: 'db',
+      policies: [rule],
+      posture: { diskEncryption: true, osVersion: '12.4' },
+      now: monday10,
+      timeZone: 'UTC',
+    });
+    assert.equal(allowed.allow, true);
+  });
+
+  test('names the text that does not parse', () => {
+    const base = { id: 'p', service: 's', requirements: [], hours: null, days: null, maxTtlSeconds: 1 };
+    assert.throws(() => policyRule({ ...base, hours: '8-18' }), ScheduleError);
+    assert.throws(() => policyRule({ ...base, requirements: ['=x'] }), RequirementError);
   });
 });
