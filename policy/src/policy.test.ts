@@ -164,7 +164,7 @@ describe('policyRule', () => {
     const rule = policyRule({
       id: 'p1',
       service: 'db',
-      requirements: ['diskEncryption=true', 'osVersion>=12'],
+      requirements: ['disk_encryption=on', 'os_version>=12'],
       hours: '08:00-18:00',
       days: 'mon-fri',
       maxTtlSeconds: 30,
@@ -178,7 +178,7 @@ describe('policyRule', () => {
       identity: { name: 'a', disabled: false, revoked: false },
       serviceName: 'db',
       policies: [rule],
-      posture: { diskEncryption: true, osVersion: '12.4' },
+      posture: { disk_encryption: 'on', os_version: '12.4' },
       now: monday10,
       timeZone: 'UTC',
     });
