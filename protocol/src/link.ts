@@ -45,7 +45,9 @@ const ipAddress = z
 const uint = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const port = z.number().int().min(1).max(65535);
 const bytes = (max: number) =>
-  z.instanceof(Uint8Array).refine((value) => value.length <= max, { message: `at most ${max} bytes` });
+  z.custom<Uint8Array>((value) => value instanceof Uint8Array && value.length <= max, {
+    message: `expected a byte string of at most ${max} bytes`,
+  });
 const reason = z.string().min(1).max(512);
 const posture = z
   .record(z.string().regex(POSTURE_KEY), z.union([z.string().max(64), z.number().int(), z.boolean()]))

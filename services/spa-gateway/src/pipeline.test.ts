@@ -208,10 +208,11 @@ test('a source over its budget gets no public-key work', () => {
 test('a firewall failure is a rejection, not a crash, and the knock stays spent', () => {
   const packet = knockBy(alice, { access: 'tcp/22' });
   const broken = new MemoryFirewall(); // never installed: open() throws
-  (rig.pipeline as unknown as { options: { firewall: MemoryFirewall } }).options.firewall = broken;
+  const admission = rig.pipeline.admission as unknown as { firewall: MemoryFirewall };
+  admission.firewall = broken;
   rig.capture.inject('192.0.2.20', packet);
   assert.deepEqual(counts(), { firewall: 1 });
-  (rig.pipeline as unknown as { options: { firewall: MemoryFirewall } }).options.firewall = rig.firewall;
+  admission.firewall = rig.firewall;
   rig.capture.inject('192.0.2.20', packet);
   assert.deepEqual(counts(), { firewall: 1, replay: 1 });
 });

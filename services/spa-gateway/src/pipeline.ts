@@ -5,42 +5,79 @@
 //   size → mac1 → per-source budget → HPKE open → CBOR schema → identity → signature
 //     → time window → replay → source binding → policy → persist replay state → pinhole
 
-import type { SpaReceiver } from '@umbra/protocol';
-import { parseAccess } from '@umbra/protocol';
+import type { KeyObject } from 'node:crypto';
+import type { Knock, OpenedKnock, SpaReceiver } from '@umbra/protocol';
 import type { Logger } from 'pino';
-import { allows } from './access.ts';
 import type { SourceBudget } from './budget.ts';
 import type { Client } from './config.ts';
 import type { Firewall } from './firewall/index.ts';
 import type { Datagram } from './frame.ts';
 import type { Rejections, RejectReason } from './rejections.ts';
 import type { ReplayGuard } from './replay.ts';
+import { StandaloneAdmission } from './standalone-admission.ts';
 
-/** The wall clock with sub-millisecond resolution (Date.now() has whole milliseconds). */
-function wallClockMs(): number {
-  return performance.timeOrigin + performance.now();
+/** Who a knock says it is, as far as this gateway knows them. */
+export interface KnownIdentity {
+  name: string;
+  publicKey: KeyObject;
+  /** Refuse knocks that do not name the address they come from. */
+  requireSourceBinding: boolean;
+}
+
+/**
+ * The last step: who may knock, and what a knock that passed every check opens. A standalone
+ * gateway decides from its configuration file; one run by a controller asks the controller, or
+ * its cached signed policy.
+ */
+export interface KnockAdmission {
+  /** Knocks admitted (pinholes opened), for the stats. */
+  readonly accepted: number;
+  identify(identityHex: string): KnownIdentity | undefined;
+  /**
+   * Called once the knock passed every check and its replay state is recorded. Returns a refusal
+   * now, or undefined when access was granted or will be decided later — then the admission
+   * reports the outcome itself.
+   */
+  admit(
+    knock: Knock,
+    opened: OpenedKnock,
+    identity: KnownIdentity,
+    datagram: Datagram,
+  ): RejectReason | undefined;
 }
 
 export interface KnockPipelineOptions {
   receiver: SpaReceiver;
-  clients: readonly Client[];
   budget: SourceBudget;
   replay: ReplayGuard;
-  firewall: Firewall;
   rejections: Rejections;
   log: Logger;
+  /** Default: a standalone admission from `clients` and `firewall`. */
+  admission?: KnockAdmission;
+  clients?: readonly Client[];
+  firewall?: Firewall;
 }
 
 export class KnockPipeline {
-  accepted = 0;
   private readonly options: KnockPipelineOptions;
-  private readonly clients = new Map<string, Client>();
-  /** The client a knock was identified as, once known: rejections after that point name it. */
-  private identified: Client | undefined;
+  readonly admission: KnockAdmission;
+  /** The identity a knock was identified as, once known: rejections after that point name it. */
+  private identified: KnownIdentity | undefined;
 
   constructor(options: KnockPipelineOptions) {
     this.options = options;
-    for (const client of options.clients) this.clients.set(client.identityId.toString('hex'), client);
+    if (options.admission) this.admission = options.admission;
+    else if (options.clients && options.firewall)
+      this.admission = new StandaloneAdmission({
+        clients: options.clients,
+        firewall: options.firewall,
+        log: options.log,
+      });
+    else throw new TypeError('KnockPipeline needs an admission, or clients and a firewall');
+  }
+
+  get accepted(): number {
+    return this.admission.accepted;
   }
 
   /** Handles one datagram. Never throws: a throw here would take the capture down with it. */
@@ -59,7 +96,7 @@ export class KnockPipeline {
   }
 
   private check(datagram: Datagram): RejectReason | undefined {
-    const { receiver, budget, replay, firewall, log } = this.options;
+    const { receiver, budget, replay } = this.options;
     this.identified = undefined;
     const packet = datagram.payload;
     if (!receiver.hasValidShape(packet)) return 'size';
@@ -71,10 +108,10 @@ export class KnockPipeline {
     if (!opened.ok) return opened.reason;
     const { knock } = opened;
     const identityHex = knock.identityId.toString('hex');
-    const client = this.clients.get(identityHex);
-    if (!client) return 'unknown-identity';
-    this.identified = client;
-    if (!receiver.verifySignature(opened, client.publicKey)) return 'signature';
+    const identity = this.admission.identify(identityHex);
+    if (!identity) return 'unknown-identity';
+    this.identified = identity;
+    if (!receiver.verifySignature(opened, identity.publicKey)) return 'signature';
 
     const nonceHex = knock.nonce.toString('hex');
     const freshness = replay.check(identityHex, knock.timestampMs, nonceHex);
@@ -82,38 +119,12 @@ export class KnockPipeline {
     if (
       knock.claimedSource !== undefined
         ? knock.claimedSource !== datagram.source
-        : client.requireSourceBinding
+        : identity.requireSourceBinding
     )
       return 'source-mismatch';
-    const access = parseAccess(knock.access);
-    if (!access || !allows(client.allow, access.protocol, access.port)) return 'not-allowed';
 
     // Persist first: if we crash after opening, the knock must still count as used.
     replay.record(identityHex, knock.timestampMs, nonceHex);
-    try {
-      firewall.open({
-        source: datagram.source,
-        protocol: access.protocol,
-        port: access.port,
-        ttlSeconds: client.ttlSeconds,
-      });
-    } catch (error) {
-      log.error({ source: datagram.source, identity: client.name, err: error }, 'could not open the pinhole');
-      return 'firewall';
-    }
-    this.accepted++;
-    log.info(
-      {
-        source: datagram.source,
-        identity: client.name,
-        access: knock.access,
-        ttlSeconds: client.ttlSeconds,
-        ...(datagram.receivedAtMs
-          ? { latencyMs: Math.round((wallClockMs() - datagram.receivedAtMs) * 1000) / 1000 }
-          : {}),
-      },
-      'pinhole opened',
-    );
-    return undefined;
+    return this.admission.admit(knock, opened, identity, datagram);
   }
 }
