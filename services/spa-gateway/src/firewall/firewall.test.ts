@@ -86,6 +86,26 @@ describe('MemoryFirewall', () => {
       ['2001:db8::7', '192.0.2.9'],
     );
   });
+
+  test('a flow through a marked pinhole carries the mark until cut() drops it', () => {
+    const time = clock();
+    const firewall = new MemoryFirewall({ now: time.now });
+    firewall.install();
+    firewall.open({ ...ssh, mark: 9 });
+    firewall.open({ ...ssh, source: '192.0.2.8' });
+    assert.equal(firewall.markOf(ssh), 9);
+    assert.equal(firewall.markOf({ ...ssh, source: '192.0.2.8' }), 0, 'unmarked');
+    assert.equal(firewall.markOf({ ...ssh, port: 23 }), 0, 'not admitted at all');
+    assert.deepEqual(firewall.list()[0], { ...ssh, mark: 9, secondsLeft: 10 });
+
+    firewall.cut([9], 5);
+    assert.equal(firewall.isCut(9), true);
+    assert.equal(firewall.isCut(10), false);
+    time.advance(5_000);
+    assert.equal(firewall.isCut(9), false, 'cut marks expire like pinholes');
+    assert.throws(() => firewall.cut([0], 5), /cut mark 0 must be an integer from 1 to 2147483647/);
+    assert.throws(() => firewall.open({ ...ssh, mark: 2 ** 31 }), /pinhole mark 2147483648 must be/);
+  });
 });
 
 describe('checkPinholeRequest', () => {

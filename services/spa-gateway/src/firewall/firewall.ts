@@ -16,6 +16,11 @@ export interface PinholeKey {
 
 export interface PinholeRequest extends PinholeKey {
   ttlSeconds: number;
+  /**
+   * The conntrack mark new flows through this pinhole get: the session's, so that cut() can stop
+   * them later. Without one, flows are not marked (a standalone gateway has no sessions).
+   */
+  mark?: number;
 }
 
 export interface Pinhole extends PinholeRequest {
@@ -34,11 +39,19 @@ export interface Firewall {
   close(pinhole: PinholeKey): void;
   /** The pinholes open now. */
   list(): Pinhole[];
+  /**
+   * Drops every packet of flows carrying one of these marks, established or not, for
+   * `ttlSeconds` — long enough to outlive the flows (both ends give up retransmitting within
+   * minutes). This is how a revoked direct-mode flow stops: nothing on the gateway holds it.
+   */
+  cut(marks: readonly number[], ttlSeconds: number): void;
 }
 
 export const MAX_PORT = 65_535;
 /** A knock opens a pinhole for seconds; asking for more than a day is a misconfiguration. */
 export const MAX_TTL_SECONDS = 86_400;
+/** Marks are session numbers; 0 is every unmarked flow, and the top bit is left to others. */
+export const MAX_MARK = 2 ** 31 - 1;
 
 export type AddressFamily = 4 | 6;
 
@@ -85,13 +98,34 @@ function canonicalSource(source: unknown): { address: string; family: AddressFam
 }
 
 /** Validates a pinhole request; nftables takes set timeouts in whole seconds in JSON. */
-export function checkPinholeRequest(request: PinholeRequest): CheckedPinholeKey & { ttlSeconds: number } {
+export function checkPinholeRequest(
+  request: PinholeRequest,
+): CheckedPinholeKey & { ttlSeconds: number; mark?: number } {
   const key = checkPinholeKey(request);
-  const { ttlSeconds } = request;
+  const { ttlSeconds, mark } = request;
+  checkTtl('pinhole ttlSeconds', ttlSeconds);
+  if (mark === undefined) return { ...key, ttlSeconds };
+  checkMark('pinhole mark', mark);
+  return { ...key, ttlSeconds, mark };
+}
+
+/** Validates the arguments of Firewall.cut(). */
+export function checkCut(marks: readonly number[], ttlSeconds: number): void {
+  if (!Array.isArray(marks)) throw new TypeError('cut marks must be an array of integers');
+  for (const mark of marks) checkMark('cut mark', mark);
+  checkTtl('cut ttlSeconds', ttlSeconds);
+}
+
+function checkTtl(name: string, ttlSeconds: number): void {
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > MAX_TTL_SECONDS) {
-    throw new RangeError(`pinhole ttlSeconds ${ttlSeconds} must be an integer from 1 to ${MAX_TTL_SECONDS}`);
+    throw new RangeError(`${name} ${ttlSeconds} must be an integer from 1 to ${MAX_TTL_SECONDS}`);
   }
-  return { ...key, ttlSeconds };
+}
+
+function checkMark(name: string, mark: number): void {
+  if (!Number.isInteger(mark) || mark < 1 || mark > MAX_MARK) {
+    throw new RangeError(`${name} ${mark} must be an integer from 1 to ${MAX_MARK}`);
+  }
 }
 
 interface MemoryPinhole {
@@ -108,6 +142,8 @@ export class MemoryFirewall implements Firewall {
   #now: () => number;
   #installed = false;
   #pinholes = new Map<string, MemoryPinhole>();
+  /** mark → expiry, ms */
+  #cutMarks = new Map<number, number>();
 
   /** @param now milliseconds on any monotonic scale; Date.now by default */
   constructor(options: { now?: () => number } = {}) {
@@ -125,9 +161,12 @@ export class MemoryFirewall implements Firewall {
   open(request: PinholeRequest): void {
     const checked = checkPinholeRequest(request);
     this.#requireInstalled();
-    const { source, protocol, port, ttlSeconds } = checked;
+    const { source, protocol, port, ttlSeconds, mark } = checked;
     this.#pinholes.set(keyOf(checked), {
-      request: { source, protocol, port, ttlSeconds },
+      request:
+        mark === undefined
+          ? { source, protocol, port, ttlSeconds }
+          : { source, protocol, port, ttlSeconds, mark },
       expiresAtMs: this.#now() + ttlSeconds * 1000,
     });
   }
@@ -148,6 +187,12 @@ export class MemoryFirewall implements Firewall {
     }));
   }
 
+  cut(marks: readonly number[], ttlSeconds: number): void {
+    checkCut(marks, ttlSeconds);
+    this.#requireInstalled();
+    for (const mark of marks) this.#cutMarks.set(mark, this.#now() + ttlSeconds * 1000);
+  }
+
   /** Whether a new flow from `source` to `protocol`/`port` would get in now, as the kernel decides. */
   admits(flow: PinholeKey): boolean {
     if (!this.#installed) return true; // no ruleset at all: nothing is filtered
@@ -155,10 +200,25 @@ export class MemoryFirewall implements Firewall {
     return this.#pinholes.has(keyOf(checkPinholeKey(flow)));
   }
 
+  /** The conntrack mark a new flow would get now (0: unmarked), as the kernel would set it. */
+  markOf(flow: PinholeKey): number {
+    if (!this.admits(flow)) return 0;
+    return this.#pinholes.get(keyOf(checkPinholeKey(flow)))?.request.mark ?? 0;
+  }
+
+  /** Whether packets of a flow carrying `mark` are dropped now because of cut(). */
+  isCut(mark: number): boolean {
+    this.#expire();
+    return this.#cutMarks.has(mark);
+  }
+
   #expire(): void {
     const now = this.#now();
     for (const [key, pinhole] of this.#pinholes) {
       if (pinhole.expiresAtMs <= now) this.#pinholes.delete(key);
+    }
+    for (const [mark, expiresAtMs] of this.#cutMarks) {
+      if (expiresAtMs <= now) this.#cutMarks.delete(mark);
     }
   }
 

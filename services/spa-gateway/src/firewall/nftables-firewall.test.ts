@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BASE_CHAINS, BASE_RULES, baseRulesetText, describeDrift, PINHOLE_SETS } from './ruleset.ts';
+import { BASE_CHAINS, BASE_RULES, BASE_SETS, baseRulesetText, describeDrift } from './ruleset.ts';
 import {
   addNamespace,
   deleteNamespace,
@@ -108,10 +108,10 @@ describe('NftablesFirewall in a network namespace', {
         `rules of chain ${chain.name}`,
       );
     }
-    const sets = listing.nftables.filter((item) => item.set).map((item) => item.set);
+    const sets = listing.nftables.flatMap((item) => item.set ?? item.map ?? []) as Record<string, unknown>[];
     assert.deepEqual(
-      sets.map((set) => ({ name: set?.name, type: set?.type, flags: set?.flags })),
-      PINHOLE_SETS.map(({ name, type, flags }) => ({ name, type, flags })),
+      sets.map((set) => ({ name: set.name, type: set.type, map: set.map, flags: set.flags })),
+      BASE_SETS.map(({ name, type, map, flags }) => ({ name, type, map, flags })),
     );
     const text = nft('list', 'ruleset');
     assert.equal(text, baseRulesetText(), 'nft prints the documented text form');
@@ -172,9 +172,9 @@ describe('NftablesFirewall in a network namespace', {
     const withoutHandles = (drift as string[]).map((line) => line.replace(/ \(handle \d+\)/, ''));
     assert.deepEqual(withoutHandles, [
       'chain input: policy is accept, expected drop',
-      'chain input: rule #4 is not `ip saddr . meta l4proto . th dport @pinholes4 accept`',
-      'chain input: rule #5 is not `ip6 saddr . meta l4proto . th dport @pinholes6 accept`',
-      'chain input: rule #6 is not `icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, ' +
+      'chain input: rule #7 is not `ip saddr . meta l4proto . th dport @pinholes4 accept`',
+      'chain input: rule #8 is not `ip6 saddr . meta l4proto . th dport @pinholes6 accept`',
+      'chain input: rule #9 is not `icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, ' +
         'nd-neighbor-advert } ip6 hoplimit 255 accept`',
       'chain forward is missing',
     ]);
@@ -335,6 +335,84 @@ describe('NftablesFirewall in a network namespace', {
       assert.deepEqual(lit, ['connected', 'connected', 'timeout']);
     } finally {
       listener?.kill();
+    }
+  });
+
+  test('a pinhole with a mark fills pinhole_marks in the same transaction; refresh, re-mark, close', () => {
+    resetRuleset();
+    const pinhole = { source: '192.0.2.30', protocol: 'tcp', port: 8443 };
+    const [, , , , listed] = driveOk(
+      ['install'],
+      ['open', { ...pinhole, ttlSeconds: 60, mark: 5 }],
+      ['open', { ...pinhole, ttlSeconds: 50, mark: 5 }],
+      ['open', { ...pinhole, ttlSeconds: 40, mark: 6 }],
+      ['list'],
+      ['open', { source: '2001:db8::30', protocol: 'tcp', port: 8443, ttlSeconds: 40, mark: 7 }],
+      ['open', { source: '192.0.2.31', protocol: 'tcp', port: 8443, ttlSeconds: 40 }],
+    );
+    assert.deepEqual(
+      (listed as { mark?: number; ttlSeconds: number }[]).map(({ mark, ttlSeconds }) => ({
+        mark,
+        ttlSeconds,
+      })),
+      [{ mark: 6, ttlSeconds: 40 }],
+    );
+    const marks = (name: string) =>
+      (
+        (nftJson('list', 'map', 'inet', 'umbra', name).nftables.find((item) => item.map)?.map?.elem ??
+          []) as [{ elem: { val: { concat: unknown[] }; timeout: number } }, number][]
+      ).map(([key, mark]) => [key.elem.val.concat, key.elem.timeout, mark]);
+    assert.deepEqual(marks('pinhole_marks4'), [[['192.0.2.30', 'tcp', 8443], 40, 6]]);
+    assert.deepEqual(marks('pinhole_marks6'), [[['2001:db8::30', 'tcp', 8443], 40, 7]]);
+
+    driveOk(['close', pinhole], ['close', { source: '192.0.2.31', protocol: 'tcp', port: 8443 }]);
+    assert.deepEqual(marks('pinhole_marks4'), [], 'close removes the mark with the pinhole');
+    assert.equal(setElements('pinholes4').length, 0);
+    const [badMark] = drive(['open', { ...pinhole, ttlSeconds: 5, mark: 0 }]);
+    assert.ok(badMark && 'error' in badMark);
+    assert.match(badMark.error.message, /pinhole mark 0 must be an integer from 1 to 2147483647/);
+  });
+
+  test('packets: cut() stops an established marked flow at once, and only that one', async () => {
+    resetRuleset();
+    driveOk(
+      ['install'],
+      ['open', { source: clientEnd.ipv4, protocol: 'tcp', port: 9090, ttlSeconds: 30, mark: 41 }],
+      ['open', { source: clientEnd.ipv6, protocol: 'tcp', port: 9090, ttlSeconds: 30, mark: 42 }],
+    );
+    const children: ChildProcess[] = [];
+    try {
+      children.push(await startInNamespace(GATEWAY, 'listening', TCP_PROBE, 'echo', '9090'));
+      const session = async (host: string) => {
+        const child = await startInNamespace(CLIENT, 'echoing', TCP_PROBE, 'session', host, '9090', '400');
+        children.push(child);
+        let out = '';
+        child.stdout?.on('data', (chunk: string) => {
+          out += chunk;
+        });
+        return { child, output: () => out };
+      };
+      const cutOne = await session('192.0.2.1');
+      const keptOne = await session('2001:db8::1');
+      // The pinholes closing changes nothing for established flows: only cut() does.
+      driveOk(['close', { source: clientEnd.ipv4, protocol: 'tcp', port: 9090 }]);
+      await sleep(300);
+      assert.equal(cutOne.child.exitCode, null, 'still echoing after its pinhole closed');
+
+      const started = Date.now();
+      driveOk(['cut', { marks: [41, 7], ttlSeconds: 60 }]);
+      await new Promise((resolve) => cutOne.child.once('exit', resolve));
+      assert.match(cutOne.output(), /"outcome":"stalled"/);
+      assert.ok(Date.now() - started < 2000, `stalled after ${Date.now() - started} ms`);
+      assert.equal(keptOne.child.exitCode, null, 'the flow with another mark still echoes');
+
+      const cut = nftJson('list', 'set', 'inet', 'umbra', 'cut_marks').nftables.find((item) => item.set)?.set;
+      assert.deepEqual(
+        ((cut?.elem ?? []) as { elem: { val: number } }[]).map(({ elem }) => elem.val).sort(),
+        [41, 7].sort(),
+      );
+    } finally {
+      for (const child of children) child.kill();
     }
   });
 });

@@ -3,10 +3,10 @@ import { test } from 'node:test';
 import {
   BASE_CHAINS,
   BASE_RULES,
+  BASE_SETS,
   baseRulesetText,
   describeDrift,
   installCommands,
-  PINHOLE_SETS,
 } from './ruleset.ts';
 
 // The kernel's side of this (that nft lists these exact forms back) is checked in
@@ -22,6 +22,9 @@ test('the install transaction adds, and flushes only the base chains, so pinhole
   assert.deepEqual(kinds, [
     'add table',
     'add set',
+    'add set',
+    'add map',
+    'add map',
     'add set',
     'add chain',
     'add chain',
@@ -55,7 +58,11 @@ test('describeDrift finds nothing in a listing of the base ruleset, and names wh
     nftables: [
       { metainfo: { version: '1.0.6' } },
       { table: { family: 'inet', name: 'umbra', handle: 1 } },
-      ...PINHOLE_SETS.map((set) => ({ set: { ...inTable, ...set, handle: 2 } })),
+      ...BASE_SETS.map((set) =>
+        set.map === undefined
+          ? { set: { ...inTable, ...set, handle: 2 } }
+          : { map: { ...inTable, ...set, handle: 2 } },
+      ),
       ...BASE_CHAINS.map((chain) => ({ chain: { ...inTable, ...chain, handle: 3 } })),
       ...BASE_CHAINS.flatMap((chain) =>
         (BASE_RULES[chain.name] ?? []).map((rule, n) => ({
@@ -71,4 +78,23 @@ test('describeDrift finds nothing in a listing of the base ruleset, and names wh
     nftables: listing.nftables.filter((item) => !JSON.stringify(item).includes('"forward"')),
   };
   assert.deepEqual(describeDrift(withoutForward), ['chain forward is missing']);
+
+  const withoutCut = {
+    nftables: listing.nftables.filter((item) => !JSON.stringify(item).includes('cut_marks')),
+  };
+  const drift = describeDrift(withoutCut);
+  assert.equal(drift[0], 'set cut_marks is missing');
+  assert.match(drift[1] ?? '', /^chain input: rule #3 \(handle \d+\) is not `ct mark @cut_marks drop`$/);
+});
+
+test('new flows through a pinhole are marked from the map filled with it, and cut marks drop first', () => {
+  const input = (BASE_RULES.input ?? []).map((rule) => rule.text);
+  const at = (text: string) => input.findIndex((rule) => rule.includes(text));
+  assert.ok(at('@cut_marks drop') < at('established,related accept'), 'a cut flow gets nothing through');
+  assert.ok(at('map @pinhole_marks4') < at('@pinholes4 accept'), 'marked before the accept ends the chain');
+  assert.ok(at('map @pinhole_marks6') < at('@pinholes6 accept'));
+  assert.match(
+    baseRulesetText(),
+    /map pinhole_marks4 \{\n\t\ttype ipv4_addr \. inet_proto \. inet_service : mark\n/,
+  );
 });

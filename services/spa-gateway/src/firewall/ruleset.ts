@@ -4,6 +4,10 @@
 // so from outside the gateway looks like an unused address. Only a pinhole — an element in
 // pinholes4/pinholes6 that the kernel expires by itself — lets a new flow in.
 //
+// A flow a pinhole lets in carries its session's conntrack mark (from pinhole_marks4/6, filled
+// with the pinhole), so revoking the session can stop that very flow: its mark goes into
+// cut_marks, and every later packet of it is dropped, even on an established connection.
+//
 // Each rule is written twice, as nft text (for docs and the drift report) and as JSON exactly as
 // `nft -j list` prints it back, so a listing can be compared with the desired rules structurally.
 // A test loads the text form with `nft -f` and checks that the kernel lists the JSON form.
@@ -14,13 +18,19 @@ export const TABLE_FAMILY = 'inet';
 export const TABLE_NAME = 'umbra';
 export const PINHOLES4 = 'pinholes4';
 export const PINHOLES6 = 'pinholes6';
+export const PINHOLE_MARKS4 = 'pinhole_marks4';
+export const PINHOLE_MARKS6 = 'pinhole_marks6';
+export const CUT_MARKS = 'cut_marks';
 
 const table = { family: TABLE_FAMILY, name: TABLE_NAME };
 const inTable = { family: TABLE_FAMILY, table: TABLE_NAME };
 
 export interface SetSpec {
   name: string;
-  type: string[];
+  /** The key's type; a list for a concatenation. nft prints a single type as a plain string. */
+  type: string | string[];
+  /** For a map: the type of the values keys map to. */
+  map?: string;
   flags: string[];
   /** The kernel refuses elements beyond this, so no client can grow the set without bound. */
   size: number;
@@ -59,6 +69,38 @@ export const PINHOLE_SETS: readonly SetSpec[] = [
   },
 ];
 
+/**
+ * Which conntrack mark a new flow through a pinhole gets: the same key as the pinhole, filled in
+ * the same transaction, and expiring with it.
+ */
+export const MARK_MAPS: readonly SetSpec[] = [
+  {
+    name: PINHOLE_MARKS4,
+    type: ['ipv4_addr', 'inet_proto', 'inet_service'],
+    map: 'mark',
+    flags: ['timeout'],
+    size: MAX_PINHOLES,
+  },
+  {
+    name: PINHOLE_MARKS6,
+    type: ['ipv6_addr', 'inet_proto', 'inet_service'],
+    map: 'mark',
+    flags: ['timeout'],
+    size: MAX_PINHOLES,
+  },
+];
+
+/** Marks of revoked sessions whose flows are dropped, established or not. */
+export const CUT_MARKS_SET: SetSpec = {
+  name: CUT_MARKS,
+  type: 'mark',
+  flags: ['timeout'],
+  size: MAX_PINHOLES,
+};
+
+/** Every set and map of the base ruleset, in the order nft lists them (creation order). */
+export const BASE_SETS: readonly SetSpec[] = [...PINHOLE_SETS, ...MARK_MAPS, CUT_MARKS_SET];
+
 const FILTER_PRIORITY = 0;
 
 export const BASE_CHAINS: readonly ChainSpec[] = [
@@ -87,11 +129,39 @@ const invalidDrop: RuleSpec = {
   expr: [{ match: { op: 'in', left: ctState, right: 'invalid' } }, { drop: null }],
 };
 
+// Before the established rule, so that a cut flow gets nothing through; no reset either, so a
+// direct-mode client just sees its connection stall, as it would behind any dark firewall.
+const cutMarksDrop: RuleSpec = {
+  text: `ct mark @${CUT_MARKS} drop`,
+  expr: [{ match: { op: '==', left: { ct: { key: 'mark' } }, right: `@${CUT_MARKS}` } }, { drop: null }],
+};
+
 // Flows a pinhole let in outlive the pinhole: the set element only gates the first packet.
 const establishedAccept: RuleSpec = {
   text: 'ct state established,related accept',
   expr: [{ match: { op: 'in', left: ctState, right: ['established', 'related'] } }, { accept: null }],
 };
+
+const pinholeKey = (addressProtocol: 'ip' | 'ip6') => ({
+  concat: [payload(addressProtocol, 'saddr'), meta('l4proto'), payload('th', 'dport')],
+});
+
+// Marks only new flows: a flow keeps the mark of the knock that let it in. A lookup miss (a
+// pinhole opened without a mark, or no pinhole at all) ends the rule and sets nothing.
+function markNewFlow(addressProtocol: 'ip' | 'ip6', map: string): RuleSpec {
+  return {
+    text: `ct state new ct mark set ${addressProtocol} saddr . meta l4proto . th dport map @${map}`,
+    expr: [
+      { match: { op: 'in', left: ctState, right: 'new' } },
+      {
+        mangle: {
+          key: { ct: { key: 'mark' } },
+          value: { map: { key: pinholeKey(addressProtocol), data: `@${map}` } },
+        },
+      },
+    ],
+  };
+}
 
 function pinholeAccept(addressProtocol: 'ip' | 'ip6', set: string): RuleSpec {
   return {
@@ -100,7 +170,7 @@ function pinholeAccept(addressProtocol: 'ip' | 'ip6', set: string): RuleSpec {
       {
         match: {
           op: '==',
-          left: { concat: [payload(addressProtocol, 'saddr'), meta('l4proto'), payload('th', 'dport')] },
+          left: pinholeKey(addressProtocol),
           right: `@${set}`,
         },
       },
@@ -149,7 +219,10 @@ export const BASE_RULES: Readonly<Record<ChainSpec['name'], readonly RuleSpec[]>
   input: [
     loopbackAccept,
     invalidDrop,
+    cutMarksDrop,
     establishedAccept,
+    markNewFlow('ip', PINHOLE_MARKS4),
+    markNewFlow('ip6', PINHOLE_MARKS6),
     pinholeAccept('ip', PINHOLES4),
     pinholeAccept('ip6', PINHOLES6),
     neighbourDiscoveryAccept,
@@ -170,10 +243,13 @@ function rulesOf(chain: ChainSpec): readonly RuleSpec[] {
  */
 export function installCommands(): { nftables: object[] } {
   const commands: object[] = [{ add: { table } }];
-  for (const set of PINHOLE_SETS) {
-    commands.push({
-      add: { set: { ...inTable, name: set.name, type: set.type, flags: set.flags, size: set.size } },
-    });
+  for (const set of BASE_SETS) {
+    const { name, type, map, flags, size } = set;
+    commands.push(
+      map === undefined
+        ? { add: { set: { ...inTable, name, type, flags, size } } }
+        : { add: { map: { ...inTable, name, type, map, flags, size } } },
+    );
   }
   for (const chain of BASE_CHAINS) commands.push({ add: { chain: { ...inTable, ...chain } } });
   for (const chain of BASE_CHAINS) {
@@ -188,9 +264,9 @@ export function installCommands(): { nftables: object[] } {
 /** The base ruleset in nft syntax, as `nft list table inet umbra` prints it with no pinholes. */
 export function baseRulesetText(): string {
   const blocks: string[] = [];
-  for (const set of PINHOLE_SETS) {
+  for (const set of BASE_SETS) {
     blocks.push(
-      `\tset ${set.name} {\n\t\ttype ${set.type.join(' . ')}\n\t\tsize ${set.size}\n\t\tflags ${set.flags.join(',')}\n\t}\n`,
+      `\t${set.map === undefined ? 'set' : 'map'} ${set.name} {\n\t\ttype ${typeText(set)}\n\t\tsize ${set.size}\n\t\tflags ${set.flags.join(',')}\n\t}\n`,
     );
   }
   for (const chain of BASE_CHAINS) {
@@ -215,16 +291,18 @@ export function describeDrift(listing: object | undefined): string[] {
     return [`table ${TABLE_FAMILY} ${TABLE_NAME} is missing`];
   }
   const drift: string[] = [];
-  for (const set of PINHOLE_SETS) {
-    const listed = items.find((i) => i.set && ours(i.set) && i.set.name === set.name)?.set;
-    if (listed === undefined) drift.push(`set ${set.name} is missing`);
+  for (const set of BASE_SETS) {
+    const kind = set.map === undefined ? 'set' : 'map';
+    const listed = items.find((i) => i[kind] && ours(i[kind]) && i[kind].name === set.name)?.[kind];
+    if (listed === undefined) drift.push(`${kind} ${set.name} is missing`);
     else if (
       !isDeepStrictEqual(listed.type, set.type) ||
+      listed.map !== set.map ||
       !isDeepStrictEqual(listed.flags, set.flags) ||
       listed.size !== set.size
     ) {
       drift.push(
-        `set ${set.name} is not { type ${set.type.join(' . ')}; size ${set.size}; flags ${set.flags.join(',')} }`,
+        `${kind} ${set.name} is not { type ${typeText(set)}; size ${set.size}; flags ${set.flags.join(',')} }`,
       );
     }
   }
@@ -258,10 +336,16 @@ export function describeDrift(listing: object | undefined): string[] {
   return drift;
 }
 
+function typeText({ type, map }: SetSpec): string {
+  const key = typeof type === 'string' ? type : type.join(' . ');
+  return map === undefined ? key : `${key} : ${map}`;
+}
+
 type Listed = Record<string, unknown>;
 interface ListedItem {
   table?: Listed;
   set?: Listed;
+  map?: Listed;
   chain?: Listed;
   rule?: Listed;
 }

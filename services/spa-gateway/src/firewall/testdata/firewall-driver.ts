@@ -39,7 +39,10 @@ for (const [name, argument] of operations) {
     else if (name === 'open') ok = firewall.open(argument as Parameters<NftablesFirewall['open']>[0]);
     else if (name === 'close') ok = firewall.close(argument as Parameters<NftablesFirewall['close']>[0]);
     else if (name === 'list') ok = firewall.list();
-    else if (name === 'benchOpen') ok = benchOpen(firewall, argument as number);
+    else if (name === 'cut') {
+      const { marks, ttlSeconds } = argument as { marks: number[]; ttlSeconds: number };
+      ok = firewall.cut(marks, ttlSeconds);
+    } else if (name === 'benchOpen') ok = benchOpen(firewall, argument as number);
     else throw new Error(`firewall-driver: unknown operation ${name}`);
     results.push({ ok: ok ?? null });
   } catch (error) {
