@@ -15,6 +15,7 @@ import pg from 'pg';
 import { StoreError } from './errors.ts';
 import {
   type AuditRow,
+  accessChangeDetails,
   auditFromRow,
   type CertificateRow,
   certificateFromRow,
@@ -36,11 +37,15 @@ import {
 } from './rows.ts';
 import { MIGRATIONS_TABLE, pendingMigrations } from './schema.ts';
 import {
+  type AccessChange,
   type AuditEntry,
+  type AuditWatch,
   type Certificate,
+  type DecisionBatch,
   ENROLLMENT_KINDS,
   type EnrollmentToken,
   type Gateway,
+  type GatewayEndpoint,
   type Group,
   IDENTITY_KINDS,
   type Identity,
@@ -63,16 +68,20 @@ import {
   type TokenConsumption,
 } from './store.ts';
 import {
+  type CheckedAuditEntry,
+  type CheckedSession,
+  checkAuditEntry,
   checkAuditPage,
   checkBackend,
   checkDays,
-  checkDetails,
+  checkDecisionBatch,
+  checkEndpoint,
   checkHex,
   checkHours,
   checkId,
-  checkIpAddress,
   checkName,
   checkNames,
+  checkNewSession,
   checkOneOf,
   checkPem,
   checkPublicKey,
@@ -95,6 +104,16 @@ const CONNECT_TIMEOUT_MS = 10_000;
  * this one spells "umbra".
  */
 const MIGRATION_LOCK = 0x75_6d_62_72_61;
+
+/**
+ * The channel every audit append notifies (with its seq) on commit: how a controller hears at once
+ * of a revocation written by an admin command or another controller.
+ */
+export const AUDIT_CHANNEL = 'umbra_audit';
+/** The safety net under LISTEN: a notification lost while the listening connection was down. */
+const AUDIT_POLL_MS = 1_000;
+/** How long the listening connection waits before reconnecting after it failed. */
+const LISTEN_RETRY_MS = 1_000;
 
 // PostgreSQL error codes (SQLSTATE), for the constraint translation below.
 const UNIQUE_VIOLATION = '23505';
@@ -164,12 +183,16 @@ export interface PgStoreOptions {
 
 export class PgStore implements Store {
   readonly #pool: pg.Pool;
+  /** The URL, for the connections LISTEN needs to itself; never shown. */
+  readonly #url: string;
   /** The URL without its password, for messages. */
   readonly #where: string;
   readonly #clock: () => number;
+  readonly #watches = new Set<AuditWatch>();
 
-  private constructor(pool: pg.Pool, where: string, clock: () => number) {
+  private constructor(pool: pg.Pool, url: string, where: string, clock: () => number) {
     this.#pool = pool;
+    this.#url = url;
     this.#where = where;
     this.#clock = clock;
   }
@@ -192,7 +215,7 @@ export class PgStore implements Store {
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     });
     pool.on('error', options.onConnectionError ?? (() => {}));
-    const store = new PgStore(pool, where, options.clock ?? Date.now);
+    const store = new PgStore(pool, url, where, options.clock ?? Date.now);
     try {
       await store.#migrate();
       return store;
@@ -371,6 +394,82 @@ export class PgStore implements Store {
     });
   }
 
+  async revokeIdentityWithDevices(name: string, now: number, actor: string): Promise<AccessChange> {
+    checkName(name, 'name');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const targets = await identityWithDevices(q, name);
+      const ids = targets.map((target) => target.id);
+      await q.query('UPDATE identities SET revoked_at = COALESCE(revoked_at, $1) WHERE id = ANY($2)', [
+        now,
+        ids,
+      ]);
+      const serials = await all<{ serial: string }>(
+        q,
+        'UPDATE certificates SET revoked_at = $1 WHERE identity_id = ANY($2) AND revoked_at IS NULL RETURNING serial',
+        [now, ids],
+      );
+      const sessions = await closeOpenSessions(q, ids, now, 'identity revoked');
+      return this.#accessChange(q, 'identity.revoke', name, actor, now, targets, {
+        serials: serials.map((row) => row.serial),
+        sessions,
+        cutsIdentities: true,
+      });
+    });
+  }
+
+  async setIdentityDisabledWithDevices(
+    name: string,
+    disabled: boolean,
+    now: number,
+    actor: string,
+  ): Promise<AccessChange> {
+    checkName(name, 'name');
+    if (typeof disabled !== 'boolean')
+      throw invalid('disabled', `expected true or false, got ${typeof disabled}`);
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const targets = await identityWithDevices(q, name);
+      await q.query('UPDATE identities SET disabled = $1 WHERE id = $2', [disabled ? 1 : 0, targets[0]!.id]);
+      const sessions = disabled
+        ? await closeOpenSessions(
+            q,
+            targets.map((target) => target.id),
+            now,
+            'identity disabled',
+          )
+        : [];
+      const action = disabled ? 'identity.disable' : 'identity.enable';
+      return this.#accessChange(q, action, name, actor, now, targets, {
+        serials: [],
+        sessions,
+        cutsIdentities: disabled,
+      });
+    });
+  }
+
+  async #accessChange(
+    q: pg.PoolClient,
+    action: string,
+    subject: string,
+    actor: string,
+    now: number,
+    targets: { name: string; keyId: string | null }[],
+    change: { serials: string[]; sessions: string[]; cutsIdentities: boolean },
+  ): Promise<AccessChange> {
+    const identities = targets.map(({ name, keyId }) => ({ name, keyId }));
+    const serials = [...change.serials].sort();
+    const sessions = [...change.sessions].sort();
+    const details = accessChangeDetails(identities, serials, sessions, change.cutsIdentities);
+    const audit = await insertAudit(
+      q,
+      checkAuditEntry({ at: now, actor, action, subject, details }, '', now),
+    );
+    return { identities, serials, sessions, audit };
+  }
+
   // ---- groups
 
   async createGroup(name: string): Promise<Group> {
@@ -463,6 +562,41 @@ export class PgStore implements Store {
       }
       return gatewayFromRow(now);
     });
+  }
+
+  async recordGatewayConnected(name: string, endpoint: GatewayEndpoint, now: number): Promise<Gateway> {
+    checkName(name, 'name');
+    const checked = checkEndpoint(endpoint, 'endpoint');
+    checkTimestamp(now, 'now');
+    const row = await one<GatewayRow>(
+      this.#pool,
+      `UPDATE gateways SET endpoint_host = $1, spa_port = $2, tunnel_port = $3, connected_at = $4, last_seen_at = $4
+       WHERE name = $5 RETURNING *`,
+      [checked.host, checked.spaPort, checked.tunnelPort, now, name],
+    );
+    if (!row) throw notFound('name', `no gateway named "${name}"`);
+    return gatewayFromRow(row);
+  }
+
+  async markGatewaysSeen(names: readonly string[], now: number): Promise<void> {
+    const checked = checkNames(names, 'names');
+    checkTimestamp(now, 'now');
+    if (checked.length === 0) return;
+    await this.#pool.query(
+      `UPDATE gateways SET last_seen_at = $1
+       WHERE name = ANY($2) AND (last_seen_at IS NULL OR last_seen_at < $1)`,
+      [now, checked],
+    );
+  }
+
+  async recordGatewayDisconnected(name: string, connectedAt: number, now: number): Promise<void> {
+    checkName(name, 'name');
+    checkTimestamp(connectedAt, 'connectedAt');
+    checkTimestamp(now, 'now');
+    await this.#pool.query(
+      'UPDATE gateways SET disconnected_at = $1, last_seen_at = $1 WHERE name = $2 AND connected_at = $3',
+      [now, name, connectedAt],
+    );
   }
 
   // ---- services
@@ -657,6 +791,30 @@ export class PgStore implements Store {
     });
   }
 
+  async revokeCertificateWithAudit(serial: string, now: number, actor: string): Promise<AccessChange> {
+    const normalized = checkHex(serial, 'serial', 1, MAX_SERIAL_BYTES);
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const certificate = await certificateRow(q, normalized);
+      if (!certificate) throw notFound('serial', `no certificate with serial ${normalized}`);
+      const changed = await q.query(
+        'UPDATE certificates SET revoked_at = $1 WHERE serial = $2 AND revoked_at IS NULL',
+        [now, normalized],
+      );
+      const owner = (await identityRow(q, 'i.id', certificate.identity_id))!;
+      return this.#accessChange(
+        q,
+        'certificate.revoke',
+        normalized,
+        actor,
+        now,
+        [{ name: owner.name, keyId: owner.key_id }],
+        { serials: changed.rowCount === 1 ? [normalized] : [], sessions: [], cutsIdentities: false },
+      );
+    });
+  }
+
   /** An unknown serial is not revoked: it was never issued here, and chain checks refuse it. */
   async isSerialRevoked(serial: string): Promise<boolean> {
     const row = await one<{ revoked_at: number | null }>(
@@ -686,13 +844,9 @@ export class PgStore implements Store {
   // ---- sessions
 
   async openSession(input: NewSession): Promise<Session> {
-    const identityId = checkId(input?.identityId, 'identityId');
-    const gatewayId = checkId(input.gatewayId, 'gatewayId');
-    const serviceId = checkId(input.serviceId, 'serviceId');
-    const source = checkIpAddress(input.source, 'source');
-    const openedAt =
-      input.openedAt === undefined ? this.#clock() : checkTimestamp(input.openedAt, 'openedAt');
+    const session = checkNewSession(input, '', this.#clock());
     return this.#transaction(async (q) => {
+      const { identityId, gatewayId, serviceId } = session;
       if (!(await one(q, 'SELECT 1 FROM identities WHERE id = $1', [identityId])))
         throw notFound('identityId', `no identity with id ${identityId}`);
       if (!(await one(q, 'SELECT 1 FROM gateways WHERE id = $1', [gatewayId]))) {
@@ -701,14 +855,7 @@ export class PgStore implements Store {
       if (!(await one(q, 'SELECT 1 FROM services WHERE id = $1', [serviceId]))) {
         throw notFound('serviceId', `no service with id ${serviceId}`);
       }
-      const row = await one<SessionRow>(
-        q,
-        `INSERT INTO sessions (id, identity_id, gateway_id, service_id, source, opened_at, closed_at, close_reason)
-         VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL)
-         RETURNING *`,
-        [newId(), identityId, gatewayId, serviceId, source, openedAt],
-      );
-      return sessionFromRow(row!);
+      return insertSession(q, session);
     });
   }
 
@@ -761,33 +908,20 @@ export class PgStore implements Store {
     return rows.map(sessionFromRow);
   }
 
+  async recordDecisions(batch: DecisionBatch): Promise<{ sessions: Session[]; audit: AuditEntry[] }> {
+    const checked = checkDecisionBatch(batch, this.#clock());
+    return this.#transaction(async (q) => {
+      const sessions = await insertSessions(q, checked.sessions);
+      const audit = await insertAudits(q, checked.audit);
+      return { sessions, audit };
+    });
+  }
+
   // ---- audit
 
   async appendAudit(entry: NewAuditEntry): Promise<AuditEntry> {
-    const at = entry?.at === undefined ? this.#clock() : checkTimestamp(entry.at, 'at');
-    const actor = checkText(entry.actor, 'actor');
-    const action = checkText(entry.action, 'action');
-    const subject = checkText(entry.subject, 'subject');
-    const decision =
-      entry.decision === undefined ? null : checkOneOf(entry.decision, ['allow', 'deny'], 'decision');
-    const reason = entry.reason === undefined ? null : checkText(entry.reason, 'reason');
-    const details = checkDetails(entry.details, 'details');
-    return this.#transaction(async (q) => {
-      // EXCLUSIVE blocks other writers of audit_log (here and on every other controller) until
-      // COMMIT, and lets readers through. Taken before reading max(seq), so the INSERT's snapshot,
-      // taken after the lock is granted, includes the previous writer's committed row: no two
-      // transactions see the same max, and a rolled-back one leaves no gap since it held the only
-      // lock while its number was in use.
-      await q.query('LOCK TABLE audit_log IN EXCLUSIVE MODE');
-      const row = await one<AuditRow>(
-        q,
-        `INSERT INTO audit_log (seq, at, actor, action, subject, decision, reason, details)
-         SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6, $7 FROM audit_log
-         RETURNING *`,
-        [at, actor, action, subject, decision, reason, details],
-      );
-      return auditFromRow(row!);
-    });
+    const checked = checkAuditEntry(entry, '', this.#clock());
+    return this.#transaction((q) => insertAudit(q, checked));
   }
 
   async listAudit(afterSeq = 0, limit = DEFAULT_AUDIT_PAGE): Promise<AuditEntry[]> {
@@ -800,8 +934,70 @@ export class PgStore implements Store {
     ).map(auditFromRow);
   }
 
+  async lastAuditSeq(): Promise<number> {
+    return (await one<{ seq: number }>(
+      this.#pool,
+      'SELECT COALESCE(MAX(seq), 0)::bigint AS seq FROM audit_log',
+    ))!.seq;
+  }
+
+  /**
+   * LISTENs on its own connection (a pooled one would be handed to other queries), and reconnects
+   * when that connection fails; the reader's poll covers what was said meanwhile.
+   */
+  async watchAudit(listener: () => void): Promise<AuditWatch> {
+    let client: pg.Client | undefined;
+    let closed = false;
+    let retry: NodeJS.Timeout | undefined;
+    const connect = async (): Promise<void> => {
+      const next = new pg.Client({
+        connectionString: this.#url,
+        types: TYPES,
+        application_name: 'umbra-controller',
+      });
+      const lost = () => {
+        if (client !== next) return;
+        client = undefined;
+        next.end().catch(() => {});
+        if (!closed) retry = setTimeout(() => void connect().catch(lost), LISTEN_RETRY_MS);
+        // Something may have been appended while no one listened.
+        listener();
+      };
+      next.on('error', lost);
+      next.on('end', lost);
+      next.on('notification', (message) => {
+        if (message.channel === AUDIT_CHANNEL) listener();
+      });
+      client = next;
+      try {
+        await next.connect();
+        await next.query(`LISTEN ${AUDIT_CHANNEL}`);
+      } catch (error) {
+        lost();
+        throw error;
+      }
+      if (closed) await next.end().catch(() => {});
+    };
+    // The first connection must work: a controller that cannot listen should say so at start.
+    await connect();
+    const watch: AuditWatch = {
+      pollMs: AUDIT_POLL_MS,
+      close: async () => {
+        closed = true;
+        clearTimeout(retry);
+        this.#watches.delete(watch);
+        const current = client;
+        client = undefined;
+        await current?.end().catch(() => {});
+      },
+    };
+    this.#watches.add(watch);
+    return watch;
+  }
+
   /** Waits for the operations under way, then closes every connection. Safe to call twice. */
   async close(): Promise<void> {
+    for (const watch of [...this.#watches]) await watch.close();
     if (!this.#pool.ended) await this.#pool.end();
   }
 }
@@ -826,6 +1022,114 @@ function identityRow(
 
 function identity(row: PgIdentityRow): Identity {
   return identityFromRow(row, row.groups);
+}
+
+/** The named identity first, then the devices it owns (none for a device). */
+async function identityWithDevices(
+  q: Queryable,
+  name: string,
+): Promise<{ id: string; name: string; keyId: string | null }[]> {
+  const row = await one<{ id: string; name: string; kind: string; key_id: string | null }>(
+    q,
+    'SELECT id, name, kind, key_id FROM identities WHERE name = $1 FOR UPDATE',
+    [name],
+  );
+  if (!row) throw notFound('name', `no identity named "${name}"`);
+  const devices =
+    row.kind === 'device'
+      ? []
+      : await all<{ id: string; name: string; key_id: string | null }>(
+          q,
+          `SELECT id, name, key_id FROM identities WHERE owner_id = $1 ORDER BY name ${BY_CODE_POINT}`,
+          [row.id],
+        );
+  return [row, ...devices].map((identity) => ({
+    id: identity.id,
+    name: identity.name,
+    keyId: identity.key_id,
+  }));
+}
+
+async function closeOpenSessions(
+  q: Queryable,
+  identityIds: string[],
+  now: number,
+  reason: string,
+): Promise<string[]> {
+  const rows = await all<{ id: string }>(
+    q,
+    `UPDATE sessions SET closed_at = $1, close_reason = $2 WHERE identity_id = ANY($3) AND closed_at IS NULL
+     RETURNING id`,
+    [now, reason, identityIds],
+  );
+  return rows.map((row) => row.id);
+}
+
+async function insertSession(q: Queryable, session: CheckedSession): Promise<Session> {
+  return (await insertSessions(q, [session]))[0]!;
+}
+
+/** One statement for many: a batch of decisions costs one round trip, not one per session. */
+async function insertSessions(q: Queryable, sessions: CheckedSession[]): Promise<Session[]> {
+  if (sessions.length === 0) return [];
+  const ids = sessions.map((session) => session.id ?? newId());
+  const rows = await all<SessionRow>(
+    q,
+    `INSERT INTO sessions (id, identity_id, gateway_id, service_id, source, opened_at, closed_at, close_reason)
+     SELECT id, identity_id, gateway_id, service_id, source, opened_at, NULL, NULL
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+          AS s(id, identity_id, gateway_id, service_id, source, opened_at)
+     RETURNING *`,
+    [
+      ids,
+      sessions.map((session) => session.identityId),
+      sessions.map((session) => session.gatewayId),
+      sessions.map((session) => session.serviceId),
+      sessions.map((session) => session.source),
+      sessions.map((session) => session.openedAt),
+    ],
+  );
+  const byId = new Map(rows.map((row) => [row.id, sessionFromRow(row)]));
+  return ids.map((id) => byId.get(id)!);
+}
+
+/**
+ * Appends inside the caller's transaction. EXCLUSIVE blocks other writers of audit_log (here and on
+ * every other controller) until COMMIT, and lets readers through. Taken before reading max(seq), so
+ * the INSERT's snapshot, taken after the lock is granted, includes the previous writer's committed
+ * row: no two transactions see the same max, and a rolled-back one leaves no gap since it held the
+ * only lock while its number was in use. The notification goes out on COMMIT, not before.
+ */
+async function insertAudit(q: pg.PoolClient, entry: CheckedAuditEntry): Promise<AuditEntry> {
+  return (await insertAudits(q, [entry]))[0]!;
+}
+
+async function insertAudits(q: pg.PoolClient, entries: CheckedAuditEntry[]): Promise<AuditEntry[]> {
+  if (entries.length === 0) return [];
+  await q.query('LOCK TABLE audit_log IN EXCLUSIVE MODE');
+  // One statement for the batch: numbered max + 1, max + 2, ... in the order given.
+  const rows = await all<AuditRow>(
+    q,
+    `INSERT INTO audit_log (seq, at, actor, action, subject, decision, reason, details)
+     SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit_log) + e.n, e.at, e.actor, e.action, e.subject, e.decision,
+            e.reason, e.details
+     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+          WITH ORDINALITY AS e(at, actor, action, subject, decision, reason, details, n)
+     ORDER BY e.n
+     RETURNING *`,
+    [
+      entries.map((entry) => entry.at),
+      entries.map((entry) => entry.actor),
+      entries.map((entry) => entry.action),
+      entries.map((entry) => entry.subject),
+      entries.map((entry) => entry.decision),
+      entries.map((entry) => entry.reason),
+      entries.map((entry) => entry.details),
+    ],
+  );
+  const last = rows.reduce((max, row) => Math.max(max, row.seq), 0);
+  await q.query('SELECT pg_notify($1, $2)', [AUDIT_CHANNEL, String(last)]);
+  return rows.map(auditFromRow).sort((a, b) => a.seq - b.seq);
 }
 
 async function refuseTakenIdentityKey(

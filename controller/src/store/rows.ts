@@ -40,6 +40,12 @@ export interface GatewayRow {
   public_key: string | null;
   status: GatewayStatus;
   created_at: number;
+  endpoint_host: string | null;
+  spa_port: number | null;
+  tunnel_port: number | null;
+  connected_at: number | null;
+  disconnected_at: number | null;
+  last_seen_at: number | null;
 }
 
 export interface ServiceRow {
@@ -147,6 +153,34 @@ export function gatewayFromRow(row: GatewayRow): Gateway {
     publicKey: row.public_key,
     status: row.status,
     createdAt: row.created_at,
+    endpoint:
+      row.endpoint_host === null || row.spa_port === null || row.tunnel_port === null
+        ? null
+        : { host: row.endpoint_host, spaPort: row.spa_port, tunnelPort: row.tunnel_port },
+    connectedAt: row.connected_at,
+    disconnectedAt: row.disconnected_at,
+    lastSeenAt: row.last_seen_at,
+  };
+}
+
+/**
+ * The details of an AccessChange's audit entry: what every controller needs to push it to gateways
+ * from the log alone. keyIds lists the identities whose pinholes and tunnels end (all of them unless
+ * only a certificate was revoked, which ends nothing but that certificate).
+ */
+export function accessChangeDetails(
+  identities: { name: string; keyId: string | null }[],
+  serials: string[],
+  sessions: string[],
+  cutsIdentities: boolean,
+): Record<string, unknown> {
+  return {
+    identities: identities.map((identity) => identity.name),
+    keyIds: cutsIdentities
+      ? identities.flatMap((identity) => (identity.keyId === null ? [] : [identity.keyId]))
+      : [],
+    serials,
+    sessions,
   };
 }
 

@@ -130,6 +130,23 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 2,
+    description: 'gateway endpoints and link liveness',
+    statements: [
+      // Where clients reach the gateway, as its link reports it; null until it first connects.
+      'ALTER TABLE gateways ADD COLUMN endpoint_host TEXT',
+      'ALTER TABLE gateways ADD COLUMN spa_port INTEGER',
+      'ALTER TABLE gateways ADD COLUMN tunnel_port INTEGER',
+      // connected_at names the link: a link's end only marks the gateway disconnected while it is
+      // still the newest (another controller sharing the database may hold a newer one).
+      'ALTER TABLE gateways ADD COLUMN connected_at BIGINT',
+      'ALTER TABLE gateways ADD COLUMN disconnected_at BIGINT',
+      'ALTER TABLE gateways ADD COLUMN last_seen_at BIGINT',
+      // Posture checks and revocations look up a gateway's open sessions.
+      'CREATE INDEX sessions_by_gateway ON sessions (gateway_id)',
+    ],
+  },
 ];
 
 /** The schema version this code writes and understands. */

@@ -11,6 +11,7 @@ import { identityIdOf } from '@umbra/protocol';
 import { StoreError } from './errors.ts';
 import {
   type AuditRow,
+  accessChangeDetails,
   auditFromRow,
   type CertificateRow,
   certificateFromRow,
@@ -32,11 +33,15 @@ import {
 } from './rows.ts';
 import { MIGRATIONS_TABLE, pendingMigrations } from './schema.ts';
 import {
+  type AccessChange,
   type AuditEntry,
+  type AuditWatch,
   type Certificate,
+  type DecisionBatch,
   ENROLLMENT_KINDS,
   type EnrollmentToken,
   type Gateway,
+  type GatewayEndpoint,
   type Group,
   IDENTITY_KINDS,
   type Identity,
@@ -59,16 +64,20 @@ import {
   type TokenConsumption,
 } from './store.ts';
 import {
+  type CheckedAuditEntry,
+  type CheckedSession,
+  checkAuditEntry,
   checkAuditPage,
   checkBackend,
   checkDays,
-  checkDetails,
+  checkDecisionBatch,
+  checkEndpoint,
   checkHex,
   checkHours,
   checkId,
-  checkIpAddress,
   checkName,
   checkNames,
+  checkNewSession,
   checkOneOf,
   checkPem,
   checkPublicKey,
@@ -85,6 +94,11 @@ import {
 export const DATABASE_FILE = 'controller.db';
 /** How long a writer waits for another process's transaction before giving up. */
 const BUSY_TIMEOUT_MS = 5_000;
+/**
+ * An admin command is another process, and SQLite cannot tell this one that it wrote: readers of
+ * the audit log poll this often (a revocation reaches the gateways within it).
+ */
+const AUDIT_POLL_MS = 50;
 
 // SQLite extended result codes, for the constraint backstop below.
 const SQLITE_CONSTRAINT_FOREIGNKEY = 787;
@@ -118,6 +132,9 @@ export class SqliteStore implements Store {
   readonly #clock: () => number;
   readonly #statements = new Map<string, StatementSync>();
   #savepoints = 0;
+  readonly #auditListeners = new Set<() => void>();
+  /** An audit entry was inserted in the transaction under way; listeners hear of it on commit. */
+  #auditGrew = false;
 
   private constructor(db: DatabaseSync, where: string, clock: () => number) {
     this.#db = db;
@@ -201,6 +218,7 @@ export class SqliteStore implements Store {
         throw new TypeError('transaction(fn): fn returned a promise; it must do its work synchronously');
       }
       this.#db.exec(nested ? `RELEASE ${savepoint}` : 'COMMIT');
+      if (!nested && this.#auditGrew) this.#announceAudit();
       return result;
     } catch (error) {
       if (nested) {
@@ -211,8 +229,20 @@ export class SqliteStore implements Store {
       }
       throw translateConstraint(error);
     } finally {
-      if (!nested) this.#savepoints = 0;
+      if (!nested) {
+        this.#savepoints = 0;
+        this.#auditGrew = false;
+      }
     }
+  }
+
+  /**
+   * After the commit, never before: a reader told earlier could read a seq that a rollback then
+   * hands to another entry, and skip that entry for good.
+   */
+  #announceAudit(): void {
+    this.#auditGrew = false;
+    for (const listener of this.#auditListeners) queueMicrotask(listener);
   }
 
   #statement(sql: string): StatementSync {
@@ -354,6 +384,100 @@ export class SqliteStore implements Store {
     });
   }
 
+  async revokeIdentityWithDevices(name: string, now: number, actor: string): Promise<AccessChange> {
+    checkName(name, 'name');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      const targets = this.#identityWithDevices(name);
+      const serials: string[] = [];
+      const sessions: string[] = [];
+      for (const target of targets) {
+        this.#run('UPDATE identities SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?', [
+          now,
+          target.id,
+        ]);
+        for (const row of this.#all(
+          'UPDATE certificates SET revoked_at = ? WHERE identity_id = ? AND revoked_at IS NULL RETURNING serial',
+          [now, target.id],
+        ) as { serial: string }[])
+          serials.push(row.serial);
+        sessions.push(...this.#closeOpenSessions(target.id, now, 'identity revoked'));
+      }
+      return this.#accessChange('identity.revoke', name, actor, now, targets, serials, sessions, true);
+    });
+  }
+
+  async setIdentityDisabledWithDevices(
+    name: string,
+    disabled: boolean,
+    now: number,
+    actor: string,
+  ): Promise<AccessChange> {
+    checkName(name, 'name');
+    if (typeof disabled !== 'boolean')
+      throw invalid('disabled', `expected true or false, got ${typeof disabled}`);
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      const targets = this.#identityWithDevices(name);
+      this.#run('UPDATE identities SET disabled = ? WHERE id = ?', [disabled ? 1 : 0, targets[0]!.id]);
+      const sessions = disabled
+        ? targets.flatMap((target) => this.#closeOpenSessions(target.id, now, 'identity disabled'))
+        : [];
+      const action = disabled ? 'identity.disable' : 'identity.enable';
+      return this.#accessChange(action, name, actor, now, targets, [], sessions, disabled);
+    });
+  }
+
+  /** The named identity first, then the devices it owns (none for a device). */
+  #identityWithDevices(name: string): { id: string; name: string; keyId: string | null }[] {
+    const row = this.#identityRow('i.name', name);
+    if (!row) throw notFound('name', `no identity named "${name}"`);
+    const devices =
+      row.kind === 'device'
+        ? []
+        : (this.#all('SELECT id, name, key_id FROM identities WHERE owner_id = ? ORDER BY name', [
+            row.id,
+          ]) as {
+            id: string;
+            name: string;
+            key_id: string | null;
+          }[]);
+    return [row, ...devices].map((identity) => ({
+      id: identity.id,
+      name: identity.name,
+      keyId: identity.key_id,
+    }));
+  }
+
+  #closeOpenSessions(identityId: string, now: number, reason: string): string[] {
+    return (
+      this.#all(
+        'UPDATE sessions SET closed_at = ?, close_reason = ? WHERE identity_id = ? AND closed_at IS NULL RETURNING id',
+        [now, reason, identityId],
+      ) as { id: string }[]
+    ).map((row) => row.id);
+  }
+
+  #accessChange(
+    action: string,
+    subject: string,
+    actor: string,
+    now: number,
+    targets: { name: string; keyId: string | null }[],
+    serials: string[],
+    sessions: string[],
+    cutsIdentities: boolean,
+  ): AccessChange {
+    const identities = targets.map(({ name, keyId }) => ({ name, keyId }));
+    serials.sort();
+    sessions.sort();
+    const details = accessChangeDetails(identities, serials, sessions, cutsIdentities);
+    const audit = this.#insertAudit(checkAuditEntry({ at: now, actor, action, subject, details }, '', now));
+    return { identities, serials, sessions, audit };
+  }
+
   #identityRow(column: 'i.id' | 'i.name' | 'i.key_id', value: string): IdentityRow | undefined {
     return this.#get(`${IDENTITY_SELECT} WHERE ${column} = ?`, [value]) as IdentityRow | undefined;
   }
@@ -469,6 +593,44 @@ export class SqliteStore implements Store {
       this.#run("UPDATE gateways SET public_key = ?, status = 'enrolled' WHERE id = ?", [key.text, row.id]);
       return gatewayFromRow(this.#gatewayRow(name)!);
     });
+  }
+
+  async recordGatewayConnected(name: string, endpoint: GatewayEndpoint, now: number): Promise<Gateway> {
+    checkName(name, 'name');
+    const checked = checkEndpoint(endpoint, 'endpoint');
+    checkTimestamp(now, 'now');
+    return this.transaction(() => {
+      const changed = this.#run(
+        `UPDATE gateways SET endpoint_host = ?, spa_port = ?, tunnel_port = ?, connected_at = ?, last_seen_at = ?
+         WHERE name = ?`,
+        [checked.host, checked.spaPort, checked.tunnelPort, now, now, name],
+      );
+      if (changed !== 1) throw notFound('name', `no gateway named "${name}"`);
+      return gatewayFromRow(this.#gatewayRow(name)!);
+    });
+  }
+
+  async markGatewaysSeen(names: readonly string[], now: number): Promise<void> {
+    const checked = checkNames(names, 'names');
+    checkTimestamp(now, 'now');
+    if (checked.length === 0) return;
+    this.transaction(() => {
+      for (const name of checked)
+        this.#run(
+          'UPDATE gateways SET last_seen_at = ? WHERE name = ? AND (last_seen_at IS NULL OR last_seen_at < ?)',
+          [now, name, now],
+        );
+    });
+  }
+
+  async recordGatewayDisconnected(name: string, connectedAt: number, now: number): Promise<void> {
+    checkName(name, 'name');
+    checkTimestamp(connectedAt, 'connectedAt');
+    checkTimestamp(now, 'now');
+    this.#run(
+      'UPDATE gateways SET disconnected_at = ?, last_seen_at = ? WHERE name = ? AND connected_at = ?',
+      [now, now, name, connectedAt],
+    );
   }
 
   #gatewayRow(name: string): GatewayRow | undefined {
@@ -678,6 +840,25 @@ export class SqliteStore implements Store {
     });
   }
 
+  async revokeCertificateWithAudit(serial: string, now: number, actor: string): Promise<AccessChange> {
+    const normalized = checkHex(serial, 'serial', 1, MAX_SERIAL_BYTES);
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      const certificate = this.#certificateRow(normalized);
+      if (!certificate) throw notFound('serial', `no certificate with serial ${normalized}`);
+      const revoked =
+        this.#run('UPDATE certificates SET revoked_at = ? WHERE serial = ? AND revoked_at IS NULL', [
+          now,
+          normalized,
+        ]) === 1;
+      const owner = this.#identityRow('i.id', certificate.identity_id)!;
+      const target = { name: owner.name, keyId: owner.key_id };
+      const serials = revoked ? [normalized] : [];
+      return this.#accessChange('certificate.revoke', normalized, actor, now, [target], serials, [], false);
+    });
+  }
+
   /** An unknown serial is not revoked: it was never issued here, and chain checks refuse it. */
   async isSerialRevoked(serial: string): Promise<boolean> {
     const row = this.#get('SELECT revoked_at FROM certificates WHERE serial = ?', [
@@ -704,13 +885,9 @@ export class SqliteStore implements Store {
   // ---- sessions
 
   async openSession(input: NewSession): Promise<Session> {
-    const identityId = checkId(input?.identityId, 'identityId');
-    const gatewayId = checkId(input.gatewayId, 'gatewayId');
-    const serviceId = checkId(input.serviceId, 'serviceId');
-    const source = checkIpAddress(input.source, 'source');
-    const openedAt =
-      input.openedAt === undefined ? this.#clock() : checkTimestamp(input.openedAt, 'openedAt');
+    const session = checkNewSession(input, '', this.#clock());
     return this.transaction(() => {
+      const { identityId, gatewayId, serviceId } = session;
       if (!this.#identityRow('i.id', identityId))
         throw notFound('identityId', `no identity with id ${identityId}`);
       if (!this.#get('SELECT 1 FROM gateways WHERE id = ?', [gatewayId])) {
@@ -719,14 +896,20 @@ export class SqliteStore implements Store {
       if (!this.#get('SELECT 1 FROM services WHERE id = ?', [serviceId])) {
         throw notFound('serviceId', `no service with id ${serviceId}`);
       }
-      const id = newId();
-      this.#run(
-        `INSERT INTO sessions (id, identity_id, gateway_id, service_id, source, opened_at, closed_at, close_reason)
-         VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)`,
-        [id, identityId, gatewayId, serviceId, source, openedAt],
-      );
-      return sessionFromRow(this.#get('SELECT * FROM sessions WHERE id = ?', [id]) as SessionRow);
+      return this.#insertSession(session);
     });
+  }
+
+  #insertSession(session: CheckedSession): Session {
+    const id = session.id ?? newId();
+    if (session.id !== undefined && this.#get('SELECT 1 FROM sessions WHERE id = ?', [id]))
+      throw duplicate('id', `a session with id ${id} already exists`);
+    this.#run(
+      `INSERT INTO sessions (id, identity_id, gateway_id, service_id, source, opened_at, closed_at, close_reason)
+       VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)`,
+      [id, session.identityId, session.gatewayId, session.serviceId, session.source, session.openedAt],
+    );
+    return sessionFromRow(this.#get('SELECT * FROM sessions WHERE id = ?', [id]) as SessionRow);
   }
 
   async closeSession(id: string, now: number, reason: string): Promise<boolean> {
@@ -777,28 +960,32 @@ export class SqliteStore implements Store {
     );
   }
 
+  async recordDecisions(batch: DecisionBatch): Promise<{ sessions: Session[]; audit: AuditEntry[] }> {
+    const checked = checkDecisionBatch(batch, this.#clock());
+    // Foreign keys check the references; a missing one fails the whole batch, naming the column.
+    return this.transaction(() => ({
+      sessions: checked.sessions.map((session) => this.#insertSession(session)),
+      audit: checked.audit.map((entry) => this.#insertAudit(entry)),
+    }));
+  }
+
   // ---- audit
 
   async appendAudit(entry: NewAuditEntry): Promise<AuditEntry> {
-    const at = entry?.at === undefined ? this.#clock() : checkTimestamp(entry.at, 'at');
-    const actor = checkText(entry.actor, 'actor');
-    const action = checkText(entry.action, 'action');
-    const subject = checkText(entry.subject, 'subject');
-    const decision =
-      entry.decision === undefined ? null : checkOneOf(entry.decision, ['allow', 'deny'], 'decision');
-    const reason = entry.reason === undefined ? null : checkText(entry.reason, 'reason');
-    const details = checkDetails(entry.details, 'details');
-    return this.transaction(() => {
-      // max + 1 under the write lock: strictly increasing, no gaps, the same on PostgreSQL (where
-      // the caller's transaction must hold a lock on audit_log for the same guarantee).
-      const row = this.#get(
-        `INSERT INTO audit_log (seq, at, actor, action, subject, decision, reason, details)
-         SELECT COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM audit_log
-         RETURNING *`,
-        [at, actor, action, subject, decision, reason, details],
-      ) as AuditRow;
-      return auditFromRow(row);
-    });
+    const checked = checkAuditEntry(entry, '', this.#clock());
+    return this.transaction(() => this.#insertAudit(checked));
+  }
+
+  /** Inside a transaction: max + 1 under the write lock is strictly increasing with no gaps. */
+  #insertAudit(entry: CheckedAuditEntry): AuditEntry {
+    const row = this.#get(
+      `INSERT INTO audit_log (seq, at, actor, action, subject, decision, reason, details)
+       SELECT COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM audit_log
+       RETURNING *`,
+      [entry.at, entry.actor, entry.action, entry.subject, entry.decision, entry.reason, entry.details],
+    ) as AuditRow;
+    this.#auditGrew = true;
+    return auditFromRow(row);
   }
 
   async listAudit(afterSeq = 0, limit = DEFAULT_AUDIT_PAGE): Promise<AuditEntry[]> {
@@ -808,7 +995,22 @@ export class SqliteStore implements Store {
     ).map(auditFromRow);
   }
 
+  async lastAuditSeq(): Promise<number> {
+    return (this.#get('SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_log') as { seq: number }).seq;
+  }
+
+  async watchAudit(listener: () => void): Promise<AuditWatch> {
+    this.#auditListeners.add(listener);
+    return {
+      pollMs: AUDIT_POLL_MS,
+      close: async () => {
+        this.#auditListeners.delete(listener);
+      },
+    };
+  }
+
   async close(): Promise<void> {
+    this.#auditListeners.clear();
     if (this.#db.isOpen) this.#db.close();
   }
 }

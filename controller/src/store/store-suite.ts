@@ -566,6 +566,230 @@ export function storeSuite(name: string, open: OpenStore): void {
       });
     });
 
+    describe('gateway links', () => {
+      test('hello records the endpoint; seen and disconnected follow the newest link only', async () => {
+        await store.createGateway({ name: 'branch-1', publicKey: publicKey() });
+        const endpoint = { host: 'gw.example.org', spaPort: 62201, tunnelPort: 8443 };
+        const up = await store.recordGatewayConnected('branch-1', endpoint, T0 + 10);
+        assert.deepEqual(up.endpoint, endpoint);
+        assert.equal(up.connectedAt, T0 + 10);
+        assert.equal(up.lastSeenAt, T0 + 10);
+        await store.markGatewaysSeen(['branch-1'], T0 + 20);
+        await store.markGatewaysSeen(['branch-1'], T0 + 15); // late news never moves it back
+        assert.equal((await store.getGatewayByName('branch-1'))?.lastSeenAt, T0 + 20);
+        // A newer link (say, on another controller) took over; the old one's end changes nothing.
+        await store.recordGatewayConnected('branch-1', { ...endpoint, host: '192.0.2.7' }, T0 + 30);
+        await store.recordGatewayDisconnected('branch-1', T0 + 10, T0 + 40);
+        let now = (await store.getGatewayByName('branch-1'))!;
+        assert.equal(now.disconnectedAt, null);
+        assert.equal(now.endpoint?.host, '192.0.2.7');
+        await store.recordGatewayDisconnected('branch-1', T0 + 30, T0 + 50);
+        now = (await store.getGatewayByName('branch-1'))!;
+        assert.equal(now.disconnectedAt, T0 + 50);
+        assert.equal(now.lastSeenAt, T0 + 50);
+        assert.deepEqual(now.endpoint, { ...endpoint, host: '192.0.2.7' }, 'the endpoint outlives the link');
+      });
+
+      test('endpoints and names are checked, naming the field', async () => {
+        await store.createGateway({ name: 'branch-1' });
+        const endpoint = { host: 'gw.example.org', spaPort: 62201, tunnelPort: 8443 };
+        await assert.rejects(
+          store.recordGatewayConnected('branch-1', { ...endpoint, tunnelPort: 0 }, T0),
+          refusedWith('invalid', 'endpoint.tunnelPort', /1 to 65535/),
+        );
+        await assert.rejects(
+          store.recordGatewayConnected('branch-1', { ...endpoint, host: 'bad host' }, T0),
+          refusedWith('invalid', 'endpoint.host', /host name or an IP address/),
+        );
+        await assert.rejects(
+          store.recordGatewayConnected('branch-9', endpoint, T0),
+          refusedWith('not-found', 'name', /"branch-9"/),
+        );
+        await assert.rejects(
+          store.markGatewaysSeen(['a b'], T0),
+          refusedWith('invalid', 'names[0]', /letters/),
+        );
+      });
+    });
+
+    describe('revocation and disabling with their audit entry', () => {
+      async function userWithDevices() {
+        const { gateway, service } = await gatewayAndService();
+        await store.createIdentity({ name: 'alice', kind: 'user' });
+        const keys = [publicKey(), publicKey()];
+        const laptop = await store.createIdentity({
+          name: 'alice-laptop',
+          kind: 'device',
+          owner: 'alice',
+          publicKey: keys[0],
+        });
+        const phone = await store.createIdentity({
+          name: 'alice-phone',
+          kind: 'device',
+          owner: 'alice',
+          publicKey: keys[1],
+        });
+        const bob = await store.createIdentity({ name: 'bob', kind: 'device', publicKey: publicKey() });
+        const validity = { notBefore: T0, notAfter: T0 + 86_400_000, pem: PEM };
+        await store.recordCertificate({ serial: '0a01', identityId: laptop.id, ...validity });
+        await store.recordCertificate({ serial: '0a02', identityId: phone.id, ...validity });
+        await store.recordCertificate({ serial: '0b01', identityId: bob.id, ...validity });
+        const ids = { gatewayId: gateway.id, serviceId: service.id, source: '192.0.2.10' };
+        const sessions = [
+          await store.openSession({ ...ids, identityId: laptop.id }),
+          await store.openSession({ ...ids, identityId: phone.id }),
+          await store.openSession({ ...ids, identityId: bob.id }),
+        ];
+        return { laptop, phone, bob, sessions };
+      }
+
+      test('revoking a user revokes its devices, their certificates and sessions, audited at once', async () => {
+        const { laptop, phone, sessions } = await userWithDevices();
+        const change = await store.revokeIdentityWithDevices('alice', T0 + 10, 'cli');
+        assert.deepEqual(change.identities, [
+          { name: 'alice', keyId: null },
+          { name: 'alice-laptop', keyId: laptop.keyId },
+          { name: 'alice-phone', keyId: phone.keyId },
+        ]);
+        assert.deepEqual(change.serials, ['0a01', '0a02']);
+        assert.deepEqual(change.sessions, [sessions[0]!.id, sessions[1]!.id].sort());
+        assert.equal(change.audit.action, 'identity.revoke');
+        assert.equal(change.audit.actor, 'cli');
+        assert.equal(change.audit.subject, 'alice');
+        assert.deepEqual(change.audit.details, {
+          identities: ['alice', 'alice-laptop', 'alice-phone'],
+          keyIds: [laptop.keyId, phone.keyId],
+          serials: ['0a01', '0a02'],
+          sessions: change.sessions,
+        });
+        assert.deepEqual(await store.listAudit(), [change.audit]);
+        for (const name of ['alice', 'alice-laptop', 'alice-phone'])
+          assert.equal((await store.getIdentityByName(name))?.revokedAt, T0 + 10, name);
+        assert.equal((await store.getIdentityByName('bob'))?.revokedAt, null);
+        assert.deepEqual(
+          (await store.listSessions({ open: true })).map((session) => session.id),
+          [sessions[2]!.id],
+        );
+        assert.equal((await store.listSessions({ open: false }))[0]?.closeReason, 'identity revoked');
+        await assert.rejects(
+          store.revokeIdentityWithDevices('carol', T0, 'cli'),
+          refusedWith('not-found', 'name', /"carol"/),
+        );
+        assert.equal((await store.listAudit()).length, 1, 'a refusal writes no audit entry');
+      });
+
+      test('disabling a user closes its devices’ sessions; enabling closes nothing', async () => {
+        const { laptop, phone, sessions } = await userWithDevices();
+        const off = await store.setIdentityDisabledWithDevices('alice', true, T0 + 10, 'cli');
+        assert.equal(off.audit.action, 'identity.disable');
+        assert.deepEqual(off.audit.details.keyIds, [laptop.keyId, phone.keyId]);
+        assert.deepEqual(off.sessions, [sessions[0]!.id, sessions[1]!.id].sort());
+        assert.equal((await store.getIdentityByName('alice'))?.disabled, true);
+        assert.equal(
+          (await store.getIdentityByName('alice-laptop'))?.disabled,
+          false,
+          'a device is shut out by its owner, not marked itself',
+        );
+        const on = await store.setIdentityDisabledWithDevices('alice', false, T0 + 20, 'cli');
+        assert.equal(on.audit.action, 'identity.enable');
+        assert.deepEqual([on.sessions, on.audit.details.keyIds], [[], []]);
+        assert.equal((await store.getIdentityByName('alice'))?.disabled, false);
+      });
+
+      test('revoking one certificate names its identity but ends no session', async () => {
+        const { laptop } = await userWithDevices();
+        const change = await store.revokeCertificateWithAudit('0A01', T0 + 10, 'cli');
+        assert.deepEqual(change.identities, [{ name: 'alice-laptop', keyId: laptop.keyId }]);
+        assert.deepEqual([change.serials, change.sessions], [['0a01'], []]);
+        assert.deepEqual(change.audit.details, {
+          identities: ['alice-laptop'],
+          keyIds: [],
+          serials: ['0a01'],
+          sessions: [],
+        });
+        assert.equal(await store.isSerialRevoked('0a01'), true);
+        assert.equal((await store.listSessions({ open: true })).length, 3);
+        const again = await store.revokeCertificateWithAudit('0a01', T0 + 20, 'cli');
+        assert.deepEqual(again.serials, [], 'already revoked: nothing new to push');
+        await assert.rejects(
+          store.revokeCertificateWithAudit('ffff', T0, 'cli'),
+          refusedWith('not-found', 'serial', /ffff/),
+        );
+      });
+    });
+
+    describe('decision batches', () => {
+      test('sessions and audit entries of many decisions are written together, or not at all', async () => {
+        const { gateway, service } = await gatewayAndService();
+        const alice = await store.createIdentity({ name: 'alice', kind: 'device' });
+        const chosen = 'ab'.repeat(16);
+        const session = {
+          id: chosen,
+          identityId: alice.id,
+          gatewayId: gateway.id,
+          serviceId: service.id,
+          source: '192.0.2.10',
+        };
+        const knock = (decision: 'allow' | 'deny') => ({
+          actor: 'gateway:branch-1',
+          action: 'knock',
+          subject: 'alice',
+          decision,
+          reason: decision === 'allow' ? 'policy p' : 'no policy',
+        });
+        const written = await store.recordDecisions({
+          sessions: [session, { ...session, id: undefined, source: '192.0.2.11' }],
+          audit: [knock('allow'), knock('deny'), knock('allow')],
+        });
+        assert.equal(written.sessions[0]?.id, chosen);
+        assert.equal(written.sessions[1]?.source, '192.0.2.11');
+        assert.deepEqual(
+          written.audit.map((entry) => [entry.seq, entry.decision]),
+          [
+            [1, 'allow'],
+            [2, 'deny'],
+            [3, 'allow'],
+          ],
+        );
+        assert.equal(await store.lastAuditSeq(), 3);
+        await assert.rejects(
+          store.recordDecisions({
+            sessions: [{ ...session, id: 'cd'.repeat(16), serviceId: 'ef'.repeat(16) }],
+            audit: [knock('allow')],
+          }),
+          (error: unknown) => error instanceof StoreError && error.code === 'not-found',
+        );
+        await assert.rejects(
+          store.recordDecisions({ sessions: [], audit: [knock('allow'), { ...knock('deny'), actor: '' }] }),
+          refusedWith('invalid', 'audit[1].actor', /1-256/),
+        );
+        await assert.rejects(
+          store.recordDecisions({ sessions: [session], audit: [] }),
+          (error: unknown) => error instanceof StoreError && error.code === 'duplicate',
+        );
+        assert.equal(await store.lastAuditSeq(), 3, 'the failed batches wrote nothing');
+        assert.equal((await store.listSessions()).length, 2);
+      });
+
+      test('a watcher hears of appends after they commit', async () => {
+        let heard = 0;
+        const watch = await store.watchAudit(() => {
+          heard++;
+        });
+        try {
+          assert.ok(watch.pollMs > 0 && watch.pollMs <= 1000);
+          assert.equal(await store.lastAuditSeq(), 0);
+          await store.appendAudit({ actor: 'cli', action: 'x', subject: 'y' });
+          const deadline = Date.now() + 5000;
+          while (heard === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+          assert.ok(heard > 0);
+          assert.equal(await store.lastAuditSeq(), 1);
+        } finally {
+          await watch.close();
+        }
+      });
+    });
+
     describe('audit log', () => {
       test('entries get strictly increasing sequence numbers and read back from a position', async () => {
         const seqs: number[] = [];

@@ -4,8 +4,9 @@
 //
 // Every operation validates its input first (errors name the field), and every operation that
 // writes more than one row does so in one transaction: a refusal halfway leaves nothing written.
-// The store records; it does not decide. Auditing a revocation, closing the sessions of a revoked
-// identity, pushing to gateways: the caller's work.
+// The store records; it does not decide. Pushing to gateways is the caller's work. Where a change
+// and its audit entry must not part (a revocation, a batch of knock decisions), one method writes
+// both in one transaction; the audit log is also the event stream every controller process reads.
 
 export type IdentityKind = 'device' | 'user' | 'service';
 export const IDENTITY_KINDS: readonly IdentityKind[] = ['device', 'user', 'service'];
@@ -47,12 +48,29 @@ export interface Group {
 export type GatewayStatus = 'pending' | 'enrolled' | 'revoked';
 export const GATEWAY_STATUSES: readonly GatewayStatus[] = ['pending', 'enrolled', 'revoked'];
 
+/** Where clients reach a gateway, as its link's hello reports it. */
+export interface GatewayEndpoint {
+  /** Host name or address clients knock and connect to. */
+  host: string;
+  spaPort: number;
+  tunnelPort: number;
+}
+
 export interface Gateway {
   id: string;
   name: string;
+  /** The gateway's X25519 SPA key, base64: what clients seal their knocks to. */
   publicKey: string | null;
   status: GatewayStatus;
   createdAt: number;
+  /** Null until the gateway's link first said hello. */
+  endpoint: GatewayEndpoint | null;
+  /** When its current (or last) link said hello. */
+  connectedAt: number | null;
+  /** When that link ended; null or earlier than connectedAt while it is up. */
+  disconnectedAt: number | null;
+  /** The last sign of life on its link (hello, or a ping answered). */
+  lastSeenAt: number | null;
 }
 
 export interface NewGateway {
@@ -177,6 +195,8 @@ export interface Session {
 }
 
 export interface NewSession {
+  /** A row id (16 bytes, hex) the caller chose, e.g. one a gateway already told its client; default: a new one. */
+  id?: string;
   identityId: string;
   gatewayId: string;
   serviceId: string;
@@ -219,6 +239,35 @@ export interface NewAuditEntry {
   details?: Record<string, unknown>;
 }
 
+/** What one revocation or disabling changed, for the caller to push to gateways. */
+export interface AccessChange {
+  /** The identity named and, for a user or service, the devices it owns. */
+  identities: { name: string; keyId: string | null }[];
+  /** Certificates revoked by this change, sorted. */
+  serials: string[];
+  /** Sessions this change closed, sorted. */
+  sessions: string[];
+  /** The audit entry written in the same transaction; its details carry the three lists above. */
+  audit: AuditEntry;
+}
+
+/** One batch of knock decisions: the sessions the allowed ones open, and an audit entry for each. */
+export interface DecisionBatch {
+  sessions: NewSession[];
+  audit: NewAuditEntry[];
+}
+
+/**
+ * How a reader learns that the audit log grew. `listener` is called (perhaps for several appends
+ * at once) after an append commits: in this process always, from other processes where the engine
+ * can tell (PostgreSQL's LISTEN/NOTIFY). A reader still polls every `pollMs` for what it cannot be
+ * told about (SQLite written by an admin command) or may have missed (a dropped connection).
+ */
+export interface AuditWatch {
+  pollMs: number;
+  close(): Promise<void>;
+}
+
 export interface Store {
   createIdentity(input: NewIdentity): Promise<Identity>;
   getIdentityByName(name: string): Promise<Identity | null>;
@@ -234,6 +283,22 @@ export interface Store {
    * that were not yet revoked. Returns the serials revoked by this call, for the caller to push.
    */
   revokeIdentity(name: string, now: number): Promise<string[]>;
+  /**
+   * Revokes the identity and, for a user or service, every device it owns, with their certificates;
+   * closes their open sessions; appends an `identity.revoke` audit entry by `actor`. One transaction.
+   */
+  revokeIdentityWithDevices(name: string, now: number, actor: string): Promise<AccessChange>;
+  /**
+   * Disables (or enables) the identity, closing (when disabling) its open sessions and those of the
+   * devices it owns, which a disabled owner shuts out too; appends `identity.disable` or
+   * `identity.enable` by `actor`. One transaction.
+   */
+  setIdentityDisabledWithDevices(
+    name: string,
+    disabled: boolean,
+    now: number,
+    actor: string,
+  ): Promise<AccessChange>;
 
   createGroup(name: string): Promise<Group>;
   listGroups(): Promise<Group[]>;
@@ -244,6 +309,15 @@ export interface Store {
   listGateways(): Promise<Gateway[]>;
   /** Gateway enrollment: sets the key and marks the gateway enrolled. */
   setGatewayPublicKey(name: string, publicKey: string): Promise<Gateway>;
+  /** The gateway's link said hello at `now` from `endpoint`. */
+  recordGatewayConnected(name: string, endpoint: GatewayEndpoint, now: number): Promise<Gateway>;
+  /** These gateways' links were alive at `now`; one write for all of them. */
+  markGatewaysSeen(names: readonly string[], now: number): Promise<void>;
+  /**
+   * The link that said hello at `connectedAt` ended. A newer link (on this controller or another
+   * sharing the database) has moved connectedAt on, and is left alone.
+   */
+  recordGatewayDisconnected(name: string, connectedAt: number, now: number): Promise<void>;
 
   createService(input: NewService): Promise<Service>;
   getServiceByName(name: string): Promise<Service | null>;
@@ -263,6 +337,11 @@ export interface Store {
   /** Revokes one certificate; false when it was already revoked. */
   revokeCertificate(serial: string, now: number): Promise<boolean>;
   isSerialRevoked(serial: string): Promise<boolean>;
+  /**
+   * Revokes one certificate and appends a `certificate.revoke` audit entry by `actor` naming it and
+   * its identity; one transaction. Sessions stay open: the gateways refuse the certificate.
+   */
+  revokeCertificateWithAudit(serial: string, now: number, actor: string): Promise<AccessChange>;
   /** Revoked serials; with `unexpiredAt`, only those whose certificate is still within its validity then. */
   listRevokedSerials(unexpiredAt?: number): Promise<string[]>;
 
@@ -272,10 +351,19 @@ export interface Store {
   /** Closes every open session of an identity; returns the closed sessions' ids. */
   closeSessionsOf(identityId: string, now: number, reason: string): Promise<string[]>;
   listSessions(filter?: SessionFilter): Promise<Session[]>;
+  /**
+   * Opens the sessions and appends the audit entries of a batch of decisions in one transaction (one
+   * commit for many knocks); all or nothing. Returns them in the order given.
+   */
+  recordDecisions(batch: DecisionBatch): Promise<{ sessions: Session[]; audit: AuditEntry[] }>;
 
   appendAudit(entry: NewAuditEntry): Promise<AuditEntry>;
   /** Entries with seq > afterSeq (default 0), oldest first, at most `limit` (default 1000). */
   listAudit(afterSeq?: number, limit?: number): Promise<AuditEntry[]>;
+  /** The newest entry's seq; 0 for an empty log. */
+  lastAuditSeq(): Promise<number>;
+  /** Calls `listener` when the audit log may have grown; see AuditWatch. */
+  watchAudit(listener: () => void): Promise<AuditWatch>;
 
   close(): Promise<void>;
 }

@@ -6,6 +6,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { formatRequirement, parseDays, parseHours, parseRequirement } from '@umbra/policy';
 import { decodeKey } from '@umbra/protocol';
 import { StoreError } from './errors.ts';
+import type { Decision, DecisionBatch, GatewayEndpoint, NewAuditEntry, NewSession } from './store.ts';
 
 /** Names appear in logs, CLI arguments and certificate subjects: keep them to a safe alphabet. */
 // A letter or digit first, so a name can never be "." or ".." (it becomes a URI path segment in certificates).
@@ -225,4 +226,104 @@ export function checkAuditPage(afterSeq: unknown, limit: unknown): void {
   if (!Number.isInteger(limit) || (limit as number) < 1 || (limit as number) > MAX_AUDIT_PAGE) {
     throw invalid('limit', `expected 1 to ${MAX_AUDIT_PAGE}, got ${shown(limit)}`);
   }
+}
+
+/** An audit entry as both engines insert it. */
+export interface CheckedAuditEntry {
+  at: number;
+  actor: string;
+  action: string;
+  subject: string;
+  decision: Decision | null;
+  reason: string | null;
+  /** JSON text. */
+  details: string;
+}
+
+/** `prefix` names the entry in a batch (`audit[3].`); a lone entry's fields are named bare. */
+export function checkAuditEntry(entry: NewAuditEntry, prefix: string, now: number): CheckedAuditEntry {
+  if (typeof entry !== 'object' || entry === null)
+    throw invalid(prefix.replace(/\.$/, '') || 'entry', 'expected an audit entry object');
+  return {
+    at: entry.at === undefined ? now : checkTimestamp(entry.at, `${prefix}at`),
+    actor: checkText(entry.actor, `${prefix}actor`),
+    action: checkText(entry.action, `${prefix}action`),
+    subject: checkText(entry.subject, `${prefix}subject`),
+    decision:
+      entry.decision === undefined
+        ? null
+        : checkOneOf<Decision>(entry.decision, ['allow', 'deny'], `${prefix}decision`),
+    reason: entry.reason === undefined ? null : checkText(entry.reason, `${prefix}reason`),
+    details: checkDetails(entry.details, `${prefix}details`),
+  };
+}
+
+export interface CheckedSession {
+  id: string | undefined;
+  identityId: string;
+  gatewayId: string;
+  serviceId: string;
+  source: string;
+  openedAt: number;
+}
+
+export function checkNewSession(input: NewSession, prefix: string, now: number): CheckedSession {
+  if (typeof input !== 'object' || input === null)
+    throw invalid(prefix.replace(/\.$/, '') || 'session', 'expected a session object');
+  return {
+    id: input.id === undefined ? undefined : checkId(input.id, `${prefix}id`),
+    identityId: checkId(input.identityId, `${prefix}identityId`),
+    gatewayId: checkId(input.gatewayId, `${prefix}gatewayId`),
+    serviceId: checkId(input.serviceId, `${prefix}serviceId`),
+    source: checkIpAddress(input.source, `${prefix}source`),
+    openedAt: input.openedAt === undefined ? now : checkTimestamp(input.openedAt, `${prefix}openedAt`),
+  };
+}
+
+/** Bounds a batch so one transaction stays short. */
+export const MAX_DECISION_BATCH = 5_000;
+
+export function checkDecisionBatch(
+  batch: DecisionBatch,
+  now: number,
+): { sessions: CheckedSession[]; audit: CheckedAuditEntry[] } {
+  if (
+    typeof batch !== 'object' ||
+    batch === null ||
+    !Array.isArray(batch.sessions) ||
+    !Array.isArray(batch.audit)
+  )
+    throw invalid('batch', 'expected { sessions: [...], audit: [...] }');
+  for (const [field, list] of [
+    ['sessions', batch.sessions],
+    ['audit', batch.audit],
+  ] as const)
+    if (list.length > MAX_DECISION_BATCH)
+      throw invalid(field, `at most ${MAX_DECISION_BATCH} per batch, got ${list.length}`);
+  return {
+    sessions: batch.sessions.map((session, index) => checkNewSession(session, `sessions[${index}].`, now)),
+    audit: batch.audit.map((entry, index) => checkAuditEntry(entry, `audit[${index}].`, now)),
+  };
+}
+
+export function checkEndpoint(value: unknown, field: string): GatewayEndpoint {
+  const endpoint = value as GatewayEndpoint;
+  if (typeof value !== 'object' || value === null)
+    throw invalid(field, 'expected { host, spaPort, tunnelPort }');
+  const host = endpoint.host;
+  if (
+    typeof host !== 'string' ||
+    !(
+      isIPv4(host) ||
+      isIPv6(host) ||
+      (host.length <= 253 && host.split('.').every((label) => HOSTNAME_LABEL.test(label)))
+    )
+  )
+    throw invalid(`${field}.host`, `expected a host name or an IP address, got ${shown(host)}`);
+  for (const key of ['spaPort', 'tunnelPort'] as const) {
+    const port = endpoint[key];
+    if (!Number.isInteger(port) || port < 1 || port > 65535)
+      throw invalid(`${field}.${key}`, `expected a port from 1 to 65535, got ${shown(port)}`);
+  }
+  return { host, spaPort: endpoint.spaPort, tunnelPort: endpoint.tunnelPort };
 }
