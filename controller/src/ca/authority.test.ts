@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createPublicKey, generateKeyPairSync, webcrypto, X509Certificate } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, sign, verify, webcrypto, X509Certificate } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -457,5 +457,26 @@ describe('verifyChain', () => {
       const result = await ca.verifyChain(junk, { isRevoked: notRevoked });
       assert.equal(!result.ok && result.reason, 'malformed');
     }
+  });
+
+  test('a gateway certificate verifies as a client for its link only when a gateway is expected', async () => {
+    const gateway = await ca.issueGatewayCertificate(p256Key().publicKey, { gatewayName: 'branch-9' });
+    const link = await ca.verifyChain(gateway.pem, { isRevoked: notRevoked, subject: 'gateway' });
+    assert.deepEqual(link.ok && [link.kind, link.name], ['gateway', 'branch-9']);
+    const asIdentity = await ca.verifyChain(gateway.pem, { isRevoked: notRevoked });
+    assert.equal(!asIdentity.ok && asIdentity.reason, 'no-subject');
+    const identityAsGateway = await ca.verifyChain(issued.pem, { isRevoked: notRevoked, subject: 'gateway' });
+    assert.equal(!identityAsGateway.ok && identityAsGateway.reason, 'no-subject');
+    // A listener-only certificate has no clientAuth: it cannot open a link.
+    const server = await ca.issueServerCertificate(p256Key().publicKey, { gatewayName: 'branch-9' });
+    const serverAsLink = await ca.verifyChain(server.pem, { isRevoked: notRevoked, subject: 'gateway' });
+    assert.equal(!serverAsLink.ok && serverAsLink.reason, 'wrong-purpose');
+  });
+
+  test('policy signing uses the CA key, and the CA certificate verifies it', () => {
+    const message = Buffer.from('policy');
+    const signature = sign('sha256', message, ca.policySigningKey);
+    assert.ok(verify('sha256', message, new X509Certificate(ca.pem).publicKey, signature));
+    assert.ok(verify('sha256', message, ca.policyVerifyKey, signature));
   });
 });

@@ -77,6 +77,12 @@ export interface VerifyChainOptions {
   isRevoked: (serial: string) => boolean | Promise<boolean>;
   /** Default 'client': a gateway's server certificate must not open tunnels. */
   purpose?: CertificatePurpose;
+  /**
+   * Whose certificate is expected. Default: an identity for 'client', a gateway for 'server'. A
+   * gateway's link to the controller presents its certificate as a client: purpose 'client' with
+   * subject 'gateway'.
+   */
+  subject?: CertificateSubject['kind'];
 }
 
 export type ChainFailureReason =
@@ -102,14 +108,35 @@ export class CertificateAuthority {
   /** "sha256/…": what enrollment tokens carry so that enrolling needs nothing else. */
   readonly pin: string;
   readonly #signingKey: webcrypto.CryptoKey;
+  readonly #policyKey: KeyObject;
   readonly #keyId: string;
 
-  private constructor(certificate: x509.X509Certificate, signingKey: webcrypto.CryptoKey, keyId: string) {
+  private constructor(
+    certificate: x509.X509Certificate,
+    signingKey: webcrypto.CryptoKey,
+    policyKey: KeyObject,
+    keyId: string,
+  ) {
     this.certificate = certificate;
     this.pem = certificate.toString('pem');
     this.pin = pinOf(this.pem);
     this.#signingKey = signingKey;
+    this.#policyKey = policyKey;
     this.#keyId = keyId;
+  }
+
+  /**
+   * The CA's private key, for signing policy snapshots and deltas (signSnapshot, signDelta): every
+   * gateway already trusts the CA certificate, so it verifies them with no other key to distribute.
+   * Hand it to nothing else.
+   */
+  get policySigningKey(): KeyObject {
+    return this.#policyKey;
+  }
+
+  /** The CA's public key, which verifies signed policy (openSnapshot, openDelta). */
+  get policyVerifyKey(): KeyObject {
+    return createPublicKey(this.#policyKey);
   }
 
   /** Creates a new CA in `dir` (which must exist); refuses if one is there already. */
@@ -250,9 +277,9 @@ export class CertificateAuthority {
     key: KeyObject,
     keyId: string,
   ): CertificateAuthority {
-    // Held as a non-extractable CryptoKey: nothing in this process can read the key back out.
+    // Certificates are signed with a non-extractable CryptoKey; policy signing needs the KeyObject.
     const signingKey = key.toCryptoKey(CA_KEY_ALGORITHM, false, ['sign']);
-    return new CertificateAuthority(certificate, signingKey, keyId);
+    return new CertificateAuthority(certificate, signingKey, key, keyId);
   }
 
   /** Whether `certificate` (PEM or DER) has the key `pin` names; constant time. */
@@ -438,7 +465,7 @@ export class CertificateAuthority {
     const usages = leaf.getExtension(x509.ExtendedKeyUsageExtension)?.usages ?? [];
     if (!usages.includes(wanted)) return failure('wrong-purpose', `it is not a ${purpose} certificate`);
 
-    const wantedKind = purpose === 'client' ? 'identity' : 'gateway';
+    const wantedKind = options.subject ?? (purpose === 'client' ? 'identity' : 'gateway');
     const subjects = (leaf.getExtension(x509.SubjectAlternativeNameExtension)?.names.items ?? [])
       .filter((name) => name.type === 'url')
       .map((name) => parseSubjectUri(name.value))
