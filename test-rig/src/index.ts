@@ -1,5 +1,6 @@
 // The test rig: namespace topologies and the tools that run inside them.
 export * from './capture.ts';
+export * from './controller.ts';
 export * from './fwknop.ts';
 export * from './lines.ts';
 export * from './net.ts';

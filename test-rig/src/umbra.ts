@@ -3,7 +3,7 @@
 // black-box tests of the CLI contract.
 
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -117,6 +117,9 @@ export class GatewayProcess {
   private child: ChildProcess | null = null;
   private waiters: Array<() => void> = [];
   private readonly command: string[];
+  /** How this gateway is named to `run`, `pinholes` and `stats`: --config FILE, or --dir DIR. */
+  private readonly selector: string[];
+  private readonly runExtra: string[];
 
   private constructor(
     host: HostHandle,
@@ -125,9 +128,13 @@ export class GatewayProcess {
     publicKey: string,
     spaPort: number,
     command: string[],
+    selector: string[] = ['--config', configPath],
+    runExtra: string[] = [],
   ) {
     this.host = host;
     this.command = command;
+    this.selector = selector;
+    this.runExtra = runExtra;
     this.dir = dir;
     this.configPath = configPath;
     this.publicKey = publicKey;
@@ -160,9 +167,40 @@ export class GatewayProcess {
     return gateway;
   }
 
+  /**
+   * Starts a gateway enrolled with a controller (`umbra-gateway enroll` filled `dir`):
+   * `run --dir DIR --interface IF`, with `extra` settings in a configuration file if given.
+   */
+  static async startEnrolled(
+    host: HostHandle,
+    options: { dir: string; extra?: Record<string, unknown> },
+  ): Promise<GatewayProcess> {
+    const publicKey = readFileSync(join(options.dir, 'gateway.pub'), 'utf8').trim();
+    const configPath = join(options.dir, 'settings.json');
+    const runExtra: string[] = ['--interface', host.ifname];
+    if (options.extra) {
+      writeFileSync(configPath, JSON.stringify(options.extra, null, 2));
+      runExtra.push('--config', configPath);
+    }
+    const gateway = new GatewayProcess(
+      host,
+      options.dir,
+      configPath,
+      publicKey,
+      Number(options.extra?.spaPort ?? 62201),
+      [GATEWAY_BIN],
+      ['--dir', options.dir],
+      runExtra,
+    );
+    await gateway.launch();
+    return gateway;
+  }
+
   /** Starts (or restarts) the process and waits for its ready line. */
   async launch(): Promise<void> {
-    const child = this.host.spawn([...this.command, 'run', '--config', this.configPath], { env: TOOL_ENV });
+    const child = this.host.spawn([...this.command, 'run', ...this.selector, ...this.runExtra], {
+      env: TOOL_ENV,
+    });
     this.child = child;
     let buffered = '';
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
@@ -233,9 +271,12 @@ export class GatewayProcess {
   }
 
   async pinholes(): Promise<Array<{ source: string; protocol: string; port: number; secondsLeft: number }>> {
-    return JSON.parse(
-      (await runOk(this.host, [GATEWAY_BIN, 'pinholes', '--config', this.configPath])).stdout,
-    );
+    return JSON.parse((await runOk(this.host, [GATEWAY_BIN, 'pinholes', ...this.selector])).stdout);
+  }
+
+  /** The counters the running gateway writes each second (`umbra-gateway stats`). */
+  async stats(): Promise<Record<string, unknown>> {
+    return JSON.parse((await runOk(this.host, [GATEWAY_BIN, 'stats', ...this.selector])).stdout);
   }
 
   get pid(): number | undefined {

@@ -39,6 +39,12 @@ export interface TestPostgres {
 export interface TestPostgresOptions {
   /** How long initdb plus the start may take before giving up; default 30 s. */
   startTimeoutMs?: number;
+  /** Run the server inside this network namespace (`ip netns exec`), e.g. a test rig's backend host. */
+  netns?: string;
+  /** The address to listen on; default 127.0.0.1. */
+  listenAddress?: string;
+  /** Networks (CIDR) trusted to connect over TCP; default 127.0.0.1/32. */
+  trustedNetworks?: string[];
 }
 
 /**
@@ -57,6 +63,9 @@ export async function startTestPostgres(options: TestPostgresOptions = {}): Prom
   const timeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
   const deadline = Date.now() + timeoutMs;
   const asServerUser = serverUserPrefix();
+  if (options.netns) asServerUser.prefix = ['ip', 'netns', 'exec', options.netns, ...asServerUser.prefix];
+  const listenAddress = options.listenAddress ?? '127.0.0.1';
+  const trusted = options.trustedNetworks ?? ['127.0.0.1/32'];
   const dir = mkdtempSync(join(tmpdir(), 'umbra-pg-'));
   const data = join(dir, 'data');
   const log = join(dir, 'postgres.log');
@@ -85,7 +94,12 @@ export async function startTestPostgres(options: TestPostgresOptions = {}): Prom
         stdio: 'ignore',
       });
     } catch {
-      // Not running: nothing to stop.
+      // Not running, or pg_ctl could not run (its namespace is gone): signal the postmaster itself,
+      // so no server outlives the test. SIGQUIT is PostgreSQL's immediate shutdown.
+      try {
+        const pid = Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+        if (pid > 1) process.kill(pid, 'SIGQUIT');
+      } catch {}
     }
     rmSync(dir, { recursive: true, force: true });
   };
@@ -127,15 +141,18 @@ export async function startTestPostgres(options: TestPostgresOptions = {}): Prom
       ],
       deadline - Date.now(),
     );
-    // Trust is for connections from this machine only: the socket in `dir` and 127.0.0.1.
-    writeFileSync(join(data, 'pg_hba.conf'), 'local all all trust\nhost all all 127.0.0.1/32 trust\n');
+    // Trust is for the socket in `dir` and the given networks only (by default 127.0.0.1).
+    writeFileSync(
+      join(data, 'pg_hba.conf'),
+      ['local all all trust', ...trusted.map((network) => `host all all ${network} trust`), ''].join('\n'),
+    );
 
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
       writeFileSync(
         join(data, 'postgresql.auto.conf'),
         [
-          "listen_addresses = '127.0.0.1'",
+          `listen_addresses = '${listenAddress}'`,
           `port = ${port}`,
           `unix_socket_directories = '${dir}'`,
           // Throwaway data: durability buys nothing here and costs seconds.
@@ -164,14 +181,15 @@ export async function startTestPostgres(options: TestPostgresOptions = {}): Prom
             (tail ? `\nits log ends:\n${tail}` : ''),
         );
       }
-      const admin = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+      // Over the socket: a server in another network namespace has no address reachable from here.
+      const admin = new pg.Client({ host: dir, port, user: 'postgres', database: 'postgres' });
       await admin.connect();
       try {
         await admin.query(`CREATE DATABASE ${DATABASE}`);
       } finally {
         await admin.end();
       }
-      return { url: `postgres://postgres@127.0.0.1:${port}/${DATABASE}`, socketDir: dir, port, stop };
+      return { url: `postgres://postgres@${listenAddress}:${port}/${DATABASE}`, socketDir: dir, port, stop };
     }
   } catch (error) {
     await stop();
@@ -181,6 +199,7 @@ export async function startTestPostgres(options: TestPostgresOptions = {}): Prom
 
 /** As root: the command prefix that drops to the server's OS user, and that user's ids. */
 function serverUserPrefix(): { prefix: string[]; owner?: { uid: number; gid: number } } {
+  // (The caller may put `ip netns exec NS` in front.)
   if (process.getuid?.() !== 0) return { prefix: [] };
   let uid: number;
   let gid: number;
