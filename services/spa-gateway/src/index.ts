@@ -15,3 +15,4 @@ export { createGatewayKeys, loadGatewayKeys, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE }
 export { KnockPipeline } from './pipeline.ts';
 export { REJECT_REASONS, Rejections, type RejectReason } from './rejections.ts';
 export { ReplayGuard } from './replay.ts';
+export * from './tunnel/index.ts';

@@ -87,7 +87,7 @@ export function checkPinholeKey(pinhole: PinholeKey): CheckedPinholeKey {
  * as ::ffff:a.b.c.d, but IPv4 packets are matched by pinholes4, where a mapped address in
  * pinholes6 would match nothing.
  */
-function canonicalSource(source: unknown): { address: string; family: AddressFamily } | undefined {
+export function canonicalSource(source: unknown): { address: string; family: AddressFamily } | undefined {
   if (typeof source !== 'string') return undefined;
   const family = isIP(source);
   if (family === 4) return { address: source, family };

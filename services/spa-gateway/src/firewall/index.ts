@@ -1,6 +1,7 @@
 export {
   type AddressFamily,
   type CheckedPinholeKey,
+  canonicalSource,
   checkCut,
   checkPinholeKey,
   checkPinholeRequest,
