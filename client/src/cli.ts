@@ -13,14 +13,18 @@ import {
   encodeKey,
   KeyFormatError,
   parseAccess,
+  SERVICE_NAME,
   sealKnock,
   TLS_CERT_FILE,
 } from '@umbra/protocol';
+import { startConnect } from './connect.ts';
+import { DeviceError } from './device.ts';
 import { enrollDevice, readEnrollment } from './enroll.ts';
 import { parseGatewayAddress } from './gateway-address.ts';
 import { createIdentityFile, loadIdentityFile } from './identity.ts';
 import { localAddressToward, resolveGateway, sendKnock } from './knock.ts';
 import { linuxPosture } from './posture/linux.ts';
+import { renewsAfter } from './renewal.ts';
 
 const USAGE = `umbra: the Umbra client
 
@@ -30,6 +34,8 @@ Usage:
                                         send one knock (Single Packet Authorization)
   umbra posture                         print what this device reports about itself (JSON)
   umbra enroll --token TOKEN [--dir DIR]  enroll this device with a controller (default DIR ~/.umbra)
+  umbra connect SERVICE --listen HOST:PORT [--dir DIR]
+                                        serve SERVICE on a local port, through its gateway
   umbra status [--dir DIR]              print this device's enrollment as JSON
   umbra COMMAND --help                  help on one command`;
 
@@ -62,7 +68,23 @@ Writes into DIR (default ~/.umbra, mode 0700): identity (0600; kept if it exists
 tls.crt, ca.crt and enrollment.json.`,
   status: `Usage: umbra status [--dir DIR]
 
-Prints this device's enrollment as JSON: identity, controller, certificate serial and expiry.`,
+Prints this device's enrollment as JSON: identity, controller, certificate serial and expiry, and
+from when \`umbra connect\` renews it (a third of its lifetime before it expires).`,
+  connect: `Usage: umbra connect SERVICE --listen HOST:PORT [--dir DIR] [options]
+
+Makes SERVICE reachable on HOST:PORT. Asks the controller (with this device's certificate from
+DIR, default ~/.umbra) which gateway serves it, then for each local TCP connection knocks if the
+last knock is more than a few seconds old and opens one new TLS connection to the gateway's
+tunnel (or, for a direct-mode service, one TCP connection to the port the knock opened). A
+connection that times out (the pinhole expired, or this machine's address changed) is retried
+after a fresh knock, three attempts in all; then the local connection is closed and a line logged.
+While running it keeps a control connection to the gateway that reports posture, and renews the
+certificate when a third of its lifetime is left. Logs go to stderr; SIGINT or SIGTERM stops it.
+
+  --listen HOST:PORT         the local address to serve on, e.g. 127.0.0.1:5432 ([IPv6]:PORT)
+  --dir DIR                  the enrolled device directory (default ~/.umbra)
+  --source ADDR|auto         bind knocks to the address the gateway sees (see \`umbra knock --help\`)
+  --posture-interval SECONDS how often posture is re-reported (default 60)`,
   posture: `Usage: umbra posture
 
 Prints, as JSON, what this device reports about itself when it knocks with --posture: os, os_name,
@@ -121,12 +143,60 @@ async function main(argv: string[]): Promise<number> {
             serial: certificate.serialNumber.toLowerCase(),
             notAfter: notAfter.toISOString(),
             expiresInSeconds: Math.round((notAfter.getTime() - Date.now()) / 1000),
+            renewsAfter: renewsAfter({ notBefore: new Date(certificate.validFrom), notAfter }).toISOString(),
           },
         },
         null,
         2,
       ),
     );
+    return 0;
+  }
+
+  if (command === 'connect') {
+    const { values, positionals } = parseCommand(
+      HELP[command]!,
+      args,
+      {
+        listen: { type: 'string' },
+        dir: { type: 'string' },
+        source: { type: 'string' },
+        'posture-interval': { type: 'string' },
+      },
+      1,
+    );
+    if (values.help) return help(command);
+    const service = positionals[0];
+    if (service === undefined || !SERVICE_NAME.test(service))
+      throw new UsageError(
+        `${service === undefined ? 'SERVICE is missing' : `SERVICE "${service}" is not a service name`}\n\n${HELP[command]}`,
+      );
+    const listen = parseListen(required(command, values, 'listen'));
+    if (values.source !== undefined && values.source !== 'auto' && !isIP(values.source))
+      throw new UsageError(`--source "${values.source}": expected an IPv4 or IPv6 address, or auto`);
+    const interval = values['posture-interval'];
+    const seconds = interval === undefined ? undefined : Number(interval);
+    if (seconds !== undefined && !(Number.isInteger(seconds) && seconds >= 1 && seconds <= 86_400))
+      throw new UsageError(`--posture-interval "${interval}": expected whole seconds from 1 to 86400`);
+    const log = (line: string) => process.stderr.write(`umbra: ${line}\n`);
+    const running = await startConnect({
+      dir: values.dir ?? defaultDir(),
+      service,
+      listen,
+      source: values.source,
+      postureIntervalMs: seconds === undefined ? undefined : seconds * 1000,
+      log,
+    });
+    const shown = running.listening.host.includes(':')
+      ? `[${running.listening.host}]`
+      : running.listening.host;
+    log(`${service} reachable at ${shown}:${running.listening.port} through ${running.route.gateway.name}`);
+    const signal = await new Promise<string>((resolve) => {
+      process.once('SIGINT', () => resolve('SIGINT'));
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+    });
+    log(`${signal}: stopping`);
+    await running.close();
     return 0;
   }
 
@@ -181,6 +251,16 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** HOST:PORT or [IPv6]:PORT for --listen; port 0 picks a free one. */
+function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[3]);
+  const host = match?.[1] ?? match?.[2];
+  if (host === undefined || !(port >= 0 && port <= 65_535))
+    throw new UsageError(`--listen "${text}": expected HOST:PORT, e.g. 127.0.0.1:5432, or [::1]:5432`);
+  return { host, port };
+}
+
 function defaultDir(): string {
   return join(homedir(), '.umbra');
 }
@@ -190,4 +270,4 @@ function help(command: string): number {
   return 0;
 }
 
-runCli('umbra', main, [EnrollmentTokenError, KeyFormatError]);
+runCli('umbra', main, [EnrollmentTokenError, KeyFormatError, DeviceError]);
