@@ -22,6 +22,29 @@ export interface ControllerSettings {
   url: string;
   /** The CA's pin, as enrollment tokens carry it. */
   caPin: string;
+  /**
+   * The IANA time zone policies' --hours and --days are read in (the branch office's, e.g.
+   * Europe/Berlin); UTC when absent.
+   */
+  timeZone?: string;
+}
+
+export const DEFAULT_TIME_ZONE = 'UTC';
+
+/** Whether Intl knows `timeZone` as an IANA name (it throws RangeError for one it does not). */
+export function isTimeZone(timeZone: unknown): timeZone is string {
+  if (typeof timeZone !== 'string' || timeZone.length === 0 || timeZone.length > 64) return false;
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The time zone the controller decides in. */
+export function timeZoneOf(settings: ControllerSettings): string {
+  return settings.timeZone ?? DEFAULT_TIME_ZONE;
 }
 
 export interface DataDir {
@@ -49,7 +72,12 @@ export async function initDataDir(
   url: string,
   name: string,
   databaseUrl?: string,
+  timeZone?: string,
 ): Promise<DataDir> {
+  if (timeZone !== undefined && !isTimeZone(timeZone))
+    throw new DataDirError(
+      `--time-zone "${timeZone}": not an IANA time zone; use a name like Europe/Berlin or UTC`,
+    );
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -76,6 +104,7 @@ export async function initDataDir(
       url: parsed.href,
       caPin: ca.pin,
       storage: databaseUrl === undefined ? 'sqlite' : 'postgresql',
+      ...(timeZone === undefined ? {} : { timeZone }),
     };
     // Written last: its presence marks a complete controller.
     writeFileSync(join(dir, SETTINGS_FILE), `${JSON.stringify(settings, null, 2)}\n`, { mode: 0o644 });
@@ -107,6 +136,10 @@ export async function openDataDir(dir: string, databaseUrl?: string): Promise<Da
   )
     throw new DataDirError(
       `${path}: not a settings file this controller knows (version ${SETTINGS_VERSION} expected)`,
+    );
+  if (settings.timeZone !== undefined && !isTimeZone(settings.timeZone))
+    throw new DataDirError(
+      `${path}: timeZone ${JSON.stringify(settings.timeZone)} is not an IANA time zone; use a name like Europe/Berlin, or remove the key for UTC`,
     );
   const storage = settings.storage ?? 'sqlite';
   if (storage === 'postgresql' && databaseUrl === undefined)

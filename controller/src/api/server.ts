@@ -1,11 +1,19 @@
-// The controller's HTTPS API. Its TLS certificate is issued by its own CA at every start, for the
-// host in its URL, with the SAN URI umbra://controller/…; devices trust it through the CA pin in
-// their enrollment token. Every request body is validated against a JSON schema and bounded.
+// The controller's HTTPS API and the gateway links on the same port. Its TLS certificate is issued
+// by its own CA at every start, for the host in its URL, with the SAN URI umbra://controller/…;
+// devices trust it through the CA pin in their enrollment token. Every request body is validated
+// against a JSON schema and bounded.
+//
+// Every client is asked for a certificate from the CA but may connect without one: enrollment is how
+// a device or gateway gets its first. The routes that need one (the client API, the gateway link)
+// check it themselves and answer 401 without it.
 
 import { generateKeyPairSync } from 'node:crypto';
 import { isIP } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { DataDir } from '../data-dir.ts';
+import { type DataDir, timeZoneOf } from '../data-dir.ts';
+import { type LinkService, startLinkService } from '../link/link-service.ts';
+import { ApiError } from './api-error.ts';
+import { registerClientApi } from './client.ts';
 import {
   EnrollmentRefused,
   type EnrollRequest,
@@ -47,7 +55,18 @@ export interface ControllerServer {
   app: FastifyInstance;
   /** The address actually bound, e.g. for --listen 127.0.0.1:0. */
   port: number;
+  /** The gateway links, the decision path and the event tail behind them. */
+  links: LinkService;
   close(): Promise<void>;
+}
+
+export interface ServerOptions {
+  /** pino level for the JSON log; default 'info'. */
+  logLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** How often links are pinged; a link silent for one interval is cut. Default 15 s. */
+  linkPingIntervalMs?: number;
+  /** Milliseconds since the epoch, for decisions; tests pin it. */
+  clock?: () => number;
 }
 
 /** Slow or idle clients are cut off: no request may hold a connection for long. */
@@ -75,20 +94,37 @@ async function serverIdentity(data: DataDir, host: string): Promise<{ key: strin
   };
 }
 
-export async function startServer(data: DataDir, host: string, port: number): Promise<ControllerServer> {
+export async function startServer(
+  data: DataDir,
+  host: string,
+  port: number,
+  options: ServerOptions = {},
+): Promise<ControllerServer> {
   const app = Fastify({
     https: {
       ...(await serverIdentity(data, host)),
       minVersion: 'TLSv1.3',
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      requestCert: true,
+      rejectUnauthorized: false,
+      ca: data.ca.pem,
     },
     bodyLimit: BODY_LIMIT_BYTES,
     connectionTimeout: REQUEST_TIMEOUT_MS,
     requestTimeout: REQUEST_TIMEOUT_MS,
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     // Request logs carry method, URL and address, never bodies: tokens stay out of the log.
-    logger: { level: 'info', base: { service: 'umbra-controller' } },
+    logger: { level: options.logLevel ?? 'info', base: { service: 'umbra-controller' } },
   });
+  const links = await startLinkService({
+    store: data.store,
+    ca: data.ca,
+    timeZone: timeZoneOf(data.settings),
+    log: app.log,
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
+    ...(options.linkPingIntervalMs === undefined ? {} : { pingIntervalMs: options.linkPingIntervalMs }),
+  });
+  app.server.on('upgrade', (request, socket, head) => links.server.handleUpgrade(request, socket, head));
   app.get('/v1/health', async () => ({ ok: true }));
   app.post<{ Body: GatewayEnrollRequest }>('/v1/gateway/enroll', { schema: gatewayEnrollSchema }, (request) =>
     enrollGateway(data, request.body),
@@ -96,21 +132,28 @@ export async function startServer(data: DataDir, host: string, port: number): Pr
   app.post<{ Body: EnrollRequest }>('/v1/enroll', { schema: enrollSchema }, (request) =>
     enroll(data, request.body),
   );
+  registerClientApi(app, data);
   app.setErrorHandler((error, _request, reply) => {
     // Refusals and client errors (a schema failure naming the field, bad JSON, a body over the
     // limit) are answered with their status and message; anything else is ours, without internals.
-    if (error instanceof EnrollmentRefused) return reply.code(error.status).send({ error: error.message });
+    if (error instanceof EnrollmentRefused || error instanceof ApiError)
+      return reply.code(error.status).send({ error: error.message });
     const status = (error as { statusCode?: number }).statusCode;
     if (status !== undefined && status >= 400 && status < 500)
       return reply.code(status).send({ error: (error as Error).message });
     app.log.error({ err: error }, 'request failed');
     return reply.code(500).send({ error: 'internal error; see the controller log' });
   });
-  await app.listen({ host, port });
+  try {
+    await app.listen({ host, port });
+  } catch (error) {
+    await links.close();
+    throw error;
+  }
   app.server.maxConnections = MAX_CONNECTIONS;
   const renewal = setInterval(() => {
     serverIdentity(data, host).then(
-      (identity) => app.server.setSecureContext({ ...identity, minVersion: 'TLSv1.3' }),
+      (identity) => app.server.setSecureContext({ ...identity, minVersion: 'TLSv1.3', ca: data.ca.pem }),
       (error: unknown) => app.log.error({ err: error }, 'could not renew the controller certificate'),
     );
   }, CERTIFICATE_RENEWAL_MS);
@@ -119,9 +162,12 @@ export async function startServer(data: DataDir, host: string, port: number): Pr
   return {
     app,
     port: typeof address === 'object' && address ? address.port : port,
-    close: () => {
+    links,
+    close: async () => {
       clearInterval(renewal);
-      return app.close();
+      // Links first: an upgraded socket would otherwise hold the HTTPS server's close open.
+      await links.close();
+      await app.close();
     },
   };
 }

@@ -1,0 +1,100 @@
+// The gateway links with everything behind them, started together: the policy view, the decision
+// path and its batched writes, session reports, the link server, and the audit tail that turns
+// changes made anywhere (this process, an admin command, another controller) into pushes.
+//
+// A revocation is pushed the moment the tail reads it, before anything else: every connected gateway
+// gets `revoke` with the key ids and serials from the entry, and the view is marked stale in the same
+// step, so no knock is decided on the view from before it. The policy deltas follow once the view
+// has reloaded.
+
+import type { CertificateAuthority } from '../ca/index.ts';
+import { AuditTail } from '../events/audit-tail.ts';
+import { linkEffectOf } from '../events/link-events.ts';
+import type { AuditEntry, Store } from '../store/index.ts';
+import { Authorizer } from './authorizer.ts';
+import { DecisionLog } from './decision-log.ts';
+import { LinkServer } from './link-server.ts';
+import type { Logger } from './logger.ts';
+import { PolicyViews } from './policy-view.ts';
+import { SessionKeeper } from './session-keeper.ts';
+
+export interface LinkServiceOptions {
+  store: Store;
+  ca: CertificateAuthority;
+  /** The IANA time zone policies' hours and days are read in. */
+  timeZone: string;
+  log: Logger;
+  clock?: () => number;
+  pingIntervalMs?: number;
+}
+
+export interface LinkService {
+  server: LinkServer;
+  views: PolicyViews;
+  authorizer: Authorizer;
+  sessions: SessionKeeper;
+  decisions: DecisionLog;
+  tail: AuditTail;
+  close(): Promise<void>;
+}
+
+export async function startLinkService(options: LinkServiceOptions): Promise<LinkService> {
+  const { store, ca, timeZone, log } = options;
+  const clock = options.clock ?? Date.now;
+  const from = await store.lastAuditSeq();
+  const views = await PolicyViews.load(store, from, clock);
+  const decisions = new DecisionLog(store);
+  const authorizer = new Authorizer({ views, decisions, timeZone, log, clock });
+  const sessions = new SessionKeeper({ store, views, authorizer, decisions, log, clock });
+  const server = new LinkServer({
+    store,
+    ca,
+    views,
+    authorizer,
+    sessions,
+    timeZone,
+    log,
+    clock,
+    ...(options.pingIntervalMs === undefined ? {} : { pingIntervalMs: options.pingIntervalMs }),
+  });
+
+  const apply = (entries: AuditEntry[]): void => {
+    let changedAt = 0;
+    for (const entry of entries) {
+      const effect = linkEffectOf(entry);
+      if (!effect.policyChanged) continue;
+      changedAt = entry.seq;
+      if (effect.revoke === null) continue;
+      views.invalidate(entry.seq).catch(() => {}); // awaited below; this marks the view stale now
+      const gateways = server.pushRevoke(effect.revoke);
+      log.info(
+        { seq: entry.seq, action: entry.action, subject: entry.subject, gateways },
+        'revocation pushed to the connected gateways',
+      );
+    }
+    if (changedAt === 0) return;
+    views.invalidate(changedAt).then(
+      (view) => server.pushPolicy(view),
+      (error: unknown) => log.error({ err: error }, 'could not reload the policy; decisions wait for it'),
+    );
+  };
+  const tail = await AuditTail.start(store, {
+    from,
+    onEntries: apply,
+    onError: (error) => log.error({ err: error }, 'reading the audit log failed; retrying'),
+  });
+
+  return {
+    server,
+    views,
+    authorizer,
+    sessions,
+    decisions,
+    tail,
+    close: async () => {
+      await tail.close();
+      await server.close();
+      await decisions.flushed();
+    },
+  };
+}
