@@ -52,6 +52,9 @@ export {
 } from './keys.ts';
 export {
   type Access,
+  type DecodedSealedKnock,
+  decodeSealedKnock,
+  encodeSealedKnock,
   type Knock,
   KnockError,
   NONCE_BYTES,

@@ -6,7 +6,7 @@ import type { ParseArgsOptionsConfig } from 'node:util';
 import { parseCommand, pickCommand, required as requireOption, runCli } from '@umbra/cli-kit';
 import { EnrollmentTokenError, encodeKey } from '@umbra/protocol';
 import { pino } from 'pino';
-import { ConfigError, loadConfig } from './config.ts';
+import { ConfigError, type GatewayConfig, loadConfig, loadEnrolledConfig } from './config.ts';
 import { enrollGateway } from './enroll.ts';
 import { NftablesFirewall } from './firewall/index.ts';
 import { STATS_FILE, startGateway } from './gateway.ts';
@@ -18,9 +18,11 @@ const USAGE = `umbra-gateway: a Single Packet Authorization gateway that answers
 Usage:
   umbra-gateway keygen --dir DIR [--force]   create the gateway key pair; prints the public key
   umbra-gateway enroll --token TOKEN --dir DIR  enroll with a controller (software keys)
-  umbra-gateway run --config FILE             run in the foreground (needs CAP_NET_RAW and CAP_NET_ADMIN)
-  umbra-gateway pinholes --config FILE        print the open pinholes as JSON
-  umbra-gateway stats --config FILE           print the running gateway's counters as JSON
+  umbra-gateway run --dir DIR --interface IF [--config FILE]
+                                              run an enrolled gateway, its controller deciding
+  umbra-gateway run --config FILE             run a standalone gateway (clients in the file)
+  umbra-gateway pinholes (--config FILE | --dir DIR)  print the open pinholes as JSON
+  umbra-gateway stats (--config FILE | --dir DIR)     print the running gateway's counters as JSON
   umbra-gateway COMMAND --help                help on one command
 
 The configuration file is described in the README (section "Gateway configuration").`;
@@ -39,18 +41,30 @@ gateway's SPA key (DIR/gateway.key, printed to clients as DIR/gateway.pub) and a
 mode 0600), and stores the certificate the controller issues (DIR/tls.crt, DIR/ca.crt) with
 DIR/enrollment.json. Prints the SPA public key. The keys are software keys: attested enrollment with
 the box's TPM replaces this where there is one.`,
-  run: `Usage: umbra-gateway run --config FILE
+  run: `Usage: umbra-gateway run --dir DIR --interface IF [--config FILE]
+       umbra-gateway run --config FILE
 
 Installs the nftables base ruleset (table inet umbra: input policy drop), captures knocks on the
-configured interface and opens a pinhole for each valid one. Logs JSON lines on stdout.
-Stop with SIGTERM or Ctrl-C: the ruleset stays, and the kernel expires open pinholes by itself.`,
-  pinholes: `Usage: umbra-gateway pinholes --config FILE
+interface and opens a pinhole for each one that is allowed. Logs JSON lines on stdout.
+Stop with SIGTERM or Ctrl-C: the ruleset stays, and the kernel expires open pinholes by itself.
+
+With --dir (a directory that umbra-gateway enroll filled), the gateway dials its controller over
+mutual TLS, sends it each knock to decide, serves tunnels on its TLS listener (tcp/8443 by
+default, behind the pinholes), and applies revocations the controller pushes. FILE may add
+settings: budget, log, timeWindowSeconds, requireSourceBinding, tunnel.port, tunnel.listen,
+controller.failMode (cached: while the controller is away, decide from its last signed policy;
+closed: refuse) and controller.advertise (the address clients use; default IF's first address).
+State is kept in DIR/state unless FILE sets stateDir.
+
+With --config alone, the gateway is standalone: FILE lists the clients and what each may open.`,
+  pinholes: `Usage: umbra-gateway pinholes (--config FILE | --dir DIR)
 
 Prints the pinholes open now as a JSON array of {source, protocol, port, secondsLeft}.`,
-  stats: `Usage: umbra-gateway stats --config FILE
+  stats: `Usage: umbra-gateway stats (--config FILE | --dir DIR)
 
 Prints the counters the running gateway writes each second to STATE_DIR/stats.json:
-accepted knocks, rejections by reason, and packets the capture dropped.`,
+accepted knocks, rejections by reason, packets the capture dropped and, for an enrolled
+gateway, whether its controller link is up, the policy version and live tunnels.`,
 };
 
 const parse = <T extends ParseArgsOptionsConfig>(command: string, args: string[], options: T) =>
@@ -83,9 +97,22 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const values = parse(command, args, { config: { type: 'string' } });
+  const values = parse(command, args, {
+    config: { type: 'string' },
+    dir: { type: 'string' },
+    interface: { type: 'string' },
+  });
   if (values.help) return help(command);
-  const config = loadConfig(required(command, values, 'config'));
+  let config: GatewayConfig;
+  if (values.dir !== undefined) {
+    // stats and pinholes need only the state directory; the interface does not matter to them.
+    const iface = command === 'run' ? required(command, values, 'interface') : 'lo';
+    config = loadEnrolledConfig({ dir: values.dir, interface: iface, file: values.config });
+  } else {
+    if (values.interface !== undefined)
+      throw new ConfigError('--interface goes with --dir; a standalone gateway reads it from --config FILE');
+    config = loadConfig(required(command, values, 'config'));
+  }
 
   if (command === 'stats') {
     const path = join(config.stateDir, STATS_FILE);
@@ -106,7 +133,7 @@ async function main(argv: string[]): Promise<number> {
 
   checkInterface(config.interface, config.path);
   const log = pino({ level: config.log.level, base: { service: 'umbra-gateway' } });
-  const gateway = startGateway(config, { log, firewall });
+  const gateway = await startGateway(config, { log, firewall });
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'stopping; the firewall stays and pinholes expire on their own');

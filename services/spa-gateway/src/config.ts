@@ -3,7 +3,7 @@
 
 import type { KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { decodeKey, ed25519PublicKeyObject, identityIdOf, SPA_DEFAULT_PORT } from '@umbra/protocol';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -68,6 +68,23 @@ const schema = z
       .strict()
       .default({}),
     clients: z.array(clientSchema).default([]),
+    /** For a gateway enrolled with a controller (`run --dir`): what happens when it cannot answer. */
+    controller: z
+      .object({
+        failMode: z.enum(['cached', 'closed']).default('cached'),
+        /** The host or address clients knock and connect to; default the interface's first address. */
+        advertise: z.string().min(1).max(253).optional(),
+      })
+      .strict()
+      .default({}),
+    /** The TLS listener tunnels arrive at, behind the pinholes like any other port. */
+    tunnel: z
+      .object({
+        port: z.number().int().min(1).max(65535).default(8443),
+        listen: z.string().min(1).max(64).default('::'),
+      })
+      .strict()
+      .default({}),
   })
   .strict();
 
@@ -87,6 +104,8 @@ export interface GatewayConfig extends Omit<RawConfig, 'clients'> {
   /** The file it came from, for messages. */
   path: string;
   clients: Client[];
+  /** Set for a gateway run by a controller: the directory `umbra-gateway enroll` filled. */
+  enrollmentDir?: string;
 }
 
 export class ConfigError extends Error {
@@ -106,14 +125,60 @@ export function loadConfig(path: string): GatewayConfig {
 }
 
 export function parseConfig(text: string, path: string): GatewayConfig {
-  let document: unknown;
+  return parseDocument(parseText(text, path), path);
+}
+
+function parseText(text: string, path: string): unknown {
   try {
     // YAML 1.2 is a superset of JSON, so one parser reads both.
-    document = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+    return parseYaml(text, { prettyErrors: true, uniqueKeys: true }) ?? {};
   } catch (error) {
     throw new ConfigError(`${path}: not valid YAML or JSON: ${(error as Error).message.split('\n')[0]}`);
   }
-  const result = schema.safeParse(document ?? {});
+}
+
+/**
+ * The configuration of a gateway enrolled with a controller: `run --dir DIR --interface IF`, with
+ * an optional file adding settings (budget, log, controller.failMode, tunnel). Keys and state live
+ * in DIR; who may knock comes from the controller, so the file may not list clients.
+ */
+export function loadEnrolledConfig(options: {
+  dir: string;
+  interface: string;
+  file?: string;
+}): GatewayConfig {
+  const dir = resolve(options.dir);
+  let document: Record<string, unknown> = {};
+  let path = `--dir ${options.dir}`;
+  if (options.file) {
+    path = options.file;
+    let text: string;
+    try {
+      text = readFileSync(options.file, 'utf8');
+    } catch (error) {
+      throw new ConfigError(
+        `${path}: cannot read the configuration: ${(error as NodeJS.ErrnoException).code ?? error}`,
+      );
+    }
+    const parsed = parseText(text, path);
+    if (typeof parsed !== 'object' || Array.isArray(parsed))
+      throw new ConfigError(`${path}: (top level): expected a mapping of settings`);
+    document = parsed as Record<string, unknown>;
+    for (const key of ['clients', 'keyDir', 'interface'])
+      if (key in document)
+        throw new ConfigError(
+          `${path}: ${key}: not allowed with --dir (${key === 'clients' ? 'who may knock comes from the controller' : key === 'interface' ? 'give --interface' : 'the keys are in --dir'})`,
+        );
+  }
+  const config = parseDocument(
+    { stateDir: join(dir, 'state'), ...document, interface: options.interface, keyDir: dir },
+    path,
+  );
+  return { ...config, enrollmentDir: dir };
+}
+
+function parseDocument(document: unknown, path: string): GatewayConfig {
+  const result = schema.safeParse(document);
   if (!result.success) {
     const lines = result.error.issues.map((issue) => `${path}: ${keyPath(issue.path)}: ${describe(issue)}`);
     throw new ConfigError(lines.join('\n'));

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { SourceBudget } from './budget.ts';
 import { type KnockCapture, PcapCapture } from './capture.ts';
 import type { GatewayConfig } from './config.ts';
+import { type ControllerMode, startControllerMode } from './controller-mode.ts';
 import type { Firewall } from './firewall/index.ts';
 import { InstanceLock } from './instance-lock.ts';
 import { loadGatewayKeys } from './keys.ts';
@@ -26,6 +27,8 @@ export interface GatewayStats {
   accepted: number;
   rejected: Record<string, number>;
   captureDropped: number;
+  /** A gateway run by a controller: whether the link is up, the policy version held, live tunnels. */
+  controller?: ReturnType<ControllerMode['stats']>;
 }
 
 export interface RunningGateway {
@@ -42,7 +45,10 @@ export interface GatewayDependencies {
   now?: () => number;
 }
 
-export function startGateway(config: GatewayConfig, deps: GatewayDependencies): RunningGateway {
+export async function startGateway(
+  config: GatewayConfig,
+  deps: GatewayDependencies,
+): Promise<RunningGateway> {
   const { log, firewall } = deps;
   const keys = loadGatewayKeys(config.keyDir);
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
@@ -57,8 +63,15 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
     now: deps.now,
   });
   const rejections = new Rejections(log, config.log.rejectionsPerSecond);
-  const pipeline = new KnockPipeline({
+  let controllerMode: ControllerMode | undefined;
+  if (config.enrollmentDir !== undefined)
+    controllerMode = await startControllerMode(
+      { ...config, enrollmentDir: config.enrollmentDir },
+      { firewall, rejections, log, acceptedKnocks: () => pipeline.accepted },
+    );
+  const pipeline: KnockPipeline = new KnockPipeline({
     receiver,
+    admission: controllerMode?.admission,
     clients: config.clients,
     budget: new SourceBudget({
       perSecond: config.budget.knocksPerSecond,
@@ -88,6 +101,7 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
     accepted: pipeline.accepted,
     rejected: { ...rejections.counts },
     captureDropped: capture.dropped(),
+    ...(controllerMode ? { controller: controllerMode.stats() } : {}),
   });
   // Written off the event loop and without fsync: the counters are for people and tools to read,
   // not state to recover, and a blocking write here would stall a knock arriving meanwhile.
@@ -115,7 +129,7 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
   const timer = setInterval(writeStats, STATS_INTERVAL_MS);
   timer.unref();
 
-  if (config.clients.length === 0)
+  if (config.clients.length === 0 && !controllerMode)
     log.warn(
       { config: config.path },
       'no clients are configured: no knock can open anything (see clients in the README)',
@@ -125,7 +139,8 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
       interface: config.interface,
       spaPort: config.spaPort,
       clients: config.clients.length,
-      attestation: 'none: standalone mode with software keys',
+      mode: controllerMode ? 'controller' : 'standalone',
+      attestation: 'none: software keys',
     },
     'gateway dark and listening for knocks',
   );
@@ -135,6 +150,7 @@ export function startGateway(config: GatewayConfig, deps: GatewayDependencies): 
     async stop() {
       clearInterval(timer);
       capture.close();
+      await controllerMode?.stop();
       replay.close();
       await writing;
       await writeStats();

@@ -25,6 +25,10 @@ const AUTHENTICATED = [
   'replay',
   'source-mismatch',
   'not-allowed',
+  /** The controller, or the cached policy while it is away, refused (its reason is in the log). */
+  'denied',
+  /** The controller did not answer and failMode is `closed`. */
+  'unreachable',
   'firewall',
   'internal',
 ] as const;
@@ -57,7 +61,8 @@ export class Rejections {
     >;
   }
 
-  reject(source: string, reason: RejectReason, identity?: string): void {
+  /** `detail` says why in words (a controller's reason); it must never hold packet bytes or keys. */
+  reject(source: string, reason: RejectReason, identity?: string, detail?: string): void {
     this.counts[reason]++;
     const budget = this.authenticatedReasons.has(reason) ? this.authenticated : this.unauthenticated;
     this.roll(budget, performance.now());
@@ -66,7 +71,10 @@ export class Rejections {
       return;
     }
     budget.logged++;
-    this.log.info({ source, reason, ...(identity ? { identity } : {}) }, 'knock rejected');
+    this.log.info(
+      { source, reason, ...(identity ? { identity } : {}), ...(detail ? { detail } : {}) },
+      'knock rejected',
+    );
   }
 
   /** Starts new rate windows once a second has passed, reporting how many lines the last ones dropped. */

@@ -142,8 +142,8 @@ export class ControllerLink {
     socket.on('ping', () => this.heard());
     socket.on('message', (data, isBinary) => {
       this.heard();
-      if (!isBinary) return this.protocolError('a text frame');
-      this.receive(data as Buffer);
+      if (isBinary) this.receive(data as Buffer);
+      else this.protocolError('a text frame');
     });
     socket.on('unexpected-response', (_request, response) => {
       log.error(
@@ -174,7 +174,7 @@ export class ControllerLink {
     });
   }
 
-  private receive(frame: Buffer): void {
+  private receive(frame: Buffer) {
     let message: ReturnType<typeof decodeToGateway>;
     try {
       message = decodeToGateway(frame);
