@@ -1,15 +1,20 @@
 // umbra-controller: the controller's administration commands. Every change is recorded in the audit
-// log with the CLI as its actor. (A command's steps are separate store calls for now: a crash between
-// them can leave, say, a token without its audit line.)
+// log with the CLI as its actor; a serving controller reads the log and pushes what changed to its
+// gateways. Revoking and disabling write the change and its audit entry in one transaction; the
+// other commands' steps are separate store calls for now (a crash between them can leave, say, a
+// token without its audit line).
 
 import { hostname } from 'node:os';
 import { parseCommand, parseDuration, pickCommand, required, runCli, UsageError } from '@umbra/cli-kit';
 import { startServer } from './api/server.ts';
 import { createEnrollmentToken } from './ca/index.ts';
 import { type DataDir, DataDirError, initDataDir, openDataDir } from './data-dir.ts';
-import { type Store, StoreError } from './store/index.ts';
+import { LINK_PING_INTERVAL_MS } from './link/link-server.ts';
+import { type Gateway, type Store, StoreError } from './store/index.ts';
 
 const ACTOR = 'cli';
+/** Four ping intervals (LINK_PING_INTERVAL_MS): a live link is marked seen at every one. */
+const CONNECTED_WITHIN_MS = 4 * LINK_PING_INTERVAL_MS;
 const DEFAULT_TOKEN_TTL = '24h';
 
 const USAGE = `umbra-controller: identities, policy and the certificate authority of an Umbra perimeter
@@ -18,7 +23,7 @@ Every command takes --data DIR; a controller whose records live in PostgreSQL al
 --database postgres://USER@HOST/DB (init with it to choose PostgreSQL; never stored on disk).
 
 Usage:
-  umbra-controller init --data DIR --url https://HOST:PORT [--name NAME] [--database URL]
+  umbra-controller init --data DIR --url https://HOST:PORT [--name NAME] [--time-zone ZONE] [--database URL]
   umbra-controller token create --data DIR --identity NAME [--group G ...] [--ttl 24h]
   umbra-controller gateway token create --data DIR --name GW [--ttl 24h]
   umbra-controller service add --data DIR --name NAME --gateway GW --backend HOST:PORT [--mode tunnel|direct]
@@ -26,17 +31,23 @@ Usage:
                               [--require KEY=VALUE ...] [--ttl 30s] [--hours 08:00-18:00] [--days mon-fri]
   umbra-controller identity list --data DIR
   umbra-controller identity revoke NAME --data DIR
+  umbra-controller identity disable NAME --data DIR
+  umbra-controller identity enable NAME --data DIR
+  umbra-controller certificate revoke SERIAL --data DIR
+  umbra-controller gateway list --data DIR         gateways, their endpoints and links, as JSON
   umbra-controller sessions --data DIR             open sessions, as JSON
   umbra-controller audit --data DIR [--after SEQ]  the audit log, as JSON lines
   umbra-controller serve --data DIR --listen HOST:PORT [--database URL]
   umbra-controller COMMAND --help`;
 
 const HELP = {
-  init: `Usage: umbra-controller init --data DIR --url https://HOST:PORT [--name NAME]
+  init: `Usage: umbra-controller init --data DIR --url https://HOST:PORT [--name NAME] [--time-zone ZONE]
 
 Creates the controller in DIR (a new or empty directory, mode 0700): the database, a private CA
 (ECDSA P-256; the key in DIR/ca/ca.key, mode 0600) and DIR/controller.json with the URL and the
-CA's pin, which every enrollment token carries. Prints the CA pin.`,
+CA's pin, which every enrollment token carries. Prints the CA pin.
+  --time-zone ZONE   the IANA time zone policies' --hours and --days are read in, e.g.
+                     Europe/Berlin (default UTC); kept as timeZone in controller.json`,
   'token create': `Usage: umbra-controller token create --data DIR --identity NAME [--group G ...] [--ttl 24h]
 
 Prints a one-time enrollment token for the device identity NAME (created if new) in the given
@@ -63,7 +74,27 @@ Prints the identities as JSON.`,
   'identity revoke': `Usage: umbra-controller identity revoke NAME --data DIR
 
 Revokes the identity and every certificate issued to it, closes its sessions, and records it in
-the audit log. Prints the revoked certificate serials as JSON.`,
+the audit log, all in one transaction. For a user or service, the devices it owns are revoked with
+it. A serving controller pushes the revocation to every connected gateway, which removes the
+pinholes and closes the tunnels of the revoked devices. Prints the revoked certificate serials as
+JSON.`,
+  'identity disable': `Usage: umbra-controller identity disable NAME --data DIR
+
+Shuts the identity out until \`identity enable\`: its knocks are refused, its sessions closed, and
+connected gateways told to end them. Disabling a user or service shuts out the devices it owns.
+Unlike revoke, nothing is lost: certificates and enrollment stay.`,
+  'identity enable': `Usage: umbra-controller identity enable NAME --data DIR
+
+Lets a disabled identity (and, for a user or service, its devices) knock again.`,
+  'certificate revoke': `Usage: umbra-controller certificate revoke SERIAL --data DIR
+
+Revokes one certificate (SERIAL in hex, as the audit log's enroll and renew entries show it).
+Gateways refuse it for tunnels from then on; the identity itself stays enrolled.`,
+  'gateway list': `Usage: umbra-controller gateway list --data DIR
+
+Prints the gateways as JSON: name, status, where clients reach it (endpoint, from its link's hello),
+whether its link is up (connected: it said hello, has not disconnected, and answered a ping within
+the last minute), and when it was last seen.`,
   sessions: `Usage: umbra-controller sessions --data DIR [--all]
 
 Prints the open sessions (with --all, closed ones too) as JSON.`,
@@ -72,10 +103,12 @@ Prints the open sessions (with --all, closed ones too) as JSON.`,
 Prints the audit log as JSON lines, oldest first, from after sequence number SEQ.`,
   serve: `Usage: umbra-controller serve --data DIR --listen HOST:PORT
 
-Serves the controller's HTTPS API in the foreground (TLS 1.3, a certificate from its own CA for the
-host in its URL), logging JSON lines. Today it enrolls devices (\`umbra enroll\`) and gateways
-(\`umbra-gateway enroll\`); the gateway link, knock decisions and revocation push come next.
-Stop it with SIGTERM or Ctrl-C.`,
+Serves the controller in the foreground (TLS 1.3, a certificate from its own CA for the host in its
+URL), logging JSON lines: enrollment for devices (\`umbra enroll\`) and gateways (\`umbra-gateway
+enroll\`); the gateway link (wss://HOST:PORT/v1/link, mutual TLS), which decides every knock and
+pushes policy and revocations; the client API (service lookup, certificate renewal). Changes made
+by the other commands, or by another controller sharing the database, reach the gateways within
+50 ms (SQLite) or at once (PostgreSQL, LISTEN/NOTIFY). Stop it with SIGTERM or Ctrl-C.`,
 } as const;
 
 type Command = keyof typeof HELP;
@@ -145,6 +178,7 @@ async function main(argv: string[]): Promise<number> {
         ...data,
         url: { type: 'string' },
         name: { type: 'string' },
+        'time-zone': { type: 'string' },
       });
       if (values.help) return show(help);
       const created = await initDataDir(
@@ -152,6 +186,7 @@ async function main(argv: string[]): Promise<number> {
         required(help, values, 'url'),
         values.name ?? `Umbra CA ${hostname()}`.slice(0, 64),
         values.database,
+        values['time-zone'],
       );
       await created.store.appendAudit({
         actor: ACTOR,
@@ -281,24 +316,79 @@ async function main(argv: string[]): Promise<number> {
     case 'identity revoke': {
       const { values, positionals } = parseCommand(help, rest, data, 1);
       if (values.help) return show(help);
-      const name = positionals[0];
-      if (!name) throw new UsageError(`missing the identity's NAME\n\n${help}`);
-      const serials = await withData(values, help, async ({ store }) => {
-        const identity = await store.getIdentityByName(name);
-        if (!identity)
-          throw new UsageError(`identity "${name}" does not exist (umbra-controller identity list)`);
-        const now = Date.now();
-        const revoked = await store.revokeIdentity(name, now);
-        const closed = await store.closeSessionsOf(identity.id, now, 'identity revoked');
-        await store.appendAudit({
-          actor: ACTOR,
-          action: 'identity.revoke',
-          subject: name,
-          details: { certificates: revoked, sessions: closed },
-        });
-        return revoked;
+      const name = identityName(positionals, help);
+      const change = await withData(values, help, async ({ store }) => {
+        await requireIdentity(store, name);
+        return store.revokeIdentityWithDevices(name, Date.now(), ACTOR);
       });
-      console.log(JSON.stringify({ identity: name, revokedCertificates: serials }, null, 2));
+      const devices = change.identities.slice(1).map((identity) => identity.name);
+      if (devices.length > 0)
+        process.stderr.write(`umbra-controller: revoked ${name}'s devices too: ${devices.join(', ')}\n`);
+      console.log(JSON.stringify({ identity: name, revokedCertificates: change.serials }, null, 2));
+      return 0;
+    }
+    case 'identity disable':
+    case 'identity enable': {
+      const { values, positionals } = parseCommand(help, rest, data, 1);
+      if (values.help) return show(help);
+      const name = identityName(positionals, help);
+      const disabled = command === 'identity disable';
+      const change = await withData(values, help, async ({ store }) => {
+        await requireIdentity(store, name);
+        return store.setIdentityDisabledWithDevices(name, disabled, Date.now(), ACTOR);
+      });
+      console.log(
+        JSON.stringify(
+          {
+            identity: name,
+            disabled,
+            devices: change.identities.slice(1).map((identity) => identity.name),
+            closedSessions: change.sessions,
+          },
+          null,
+          2,
+        ),
+      );
+      return 0;
+    }
+    case 'certificate revoke': {
+      const { values, positionals } = parseCommand(help, rest, data, 1);
+      if (values.help) return show(help);
+      const serial = positionals[0];
+      if (!serial) throw new UsageError(`missing the certificate's SERIAL\n\n${help}`);
+      const change = await withData(values, help, ({ store }) =>
+        store.revokeCertificateWithAudit(serial, Date.now(), ACTOR),
+      );
+      if (change.serials.length === 0)
+        process.stderr.write(`umbra-controller: certificate ${serial.toLowerCase()} was already revoked\n`);
+      console.log(
+        JSON.stringify(
+          { serial: serial.toLowerCase(), identity: change.identities[0]?.name ?? null },
+          null,
+          2,
+        ),
+      );
+      return 0;
+    }
+    case 'gateway list': {
+      const { values } = parseCommand(help, rest, data);
+      if (values.help) return show(help);
+      const gateways = await withData(values, help, ({ store }) => store.listGateways());
+      const now = Date.now();
+      console.log(
+        JSON.stringify(
+          gateways.map((gateway) => ({
+            name: gateway.name,
+            status: gateway.status,
+            endpoint: gateway.endpoint,
+            connected: isConnected(gateway, now),
+            connectedAt: isoOrNull(gateway.connectedAt),
+            lastSeenAt: isoOrNull(gateway.lastSeenAt),
+          })),
+          null,
+          2,
+        ),
+      );
       return 0;
     }
     case 'sessions': {
@@ -344,6 +434,32 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
   }
+}
+
+function identityName(positionals: string[], help: string): string {
+  const name = positionals[0];
+  if (!name) throw new UsageError(`missing the identity's NAME\n\n${help}`);
+  return name;
+}
+
+async function requireIdentity(store: Store, name: string): Promise<void> {
+  if (!(await store.getIdentityByName(name)))
+    throw new UsageError(`identity "${name}" does not exist (umbra-controller identity list)`);
+}
+
+/**
+ * Up: said hello, has not disconnected since, and was seen within a few ping intervals (a controller
+ * that died cannot record the disconnect; its silence tells).
+ */
+function isConnected(gateway: Gateway, now: number): boolean {
+  const { connectedAt, disconnectedAt, lastSeenAt } = gateway;
+  if (connectedAt === null || lastSeenAt === null) return false;
+  if (disconnectedAt !== null && disconnectedAt >= connectedAt) return false;
+  return now - lastSeenAt <= CONNECTED_WITHIN_MS;
+}
+
+function isoOrNull(time: number | null): string | null {
+  return time === null ? null : new Date(time).toISOString();
 }
 
 /** HOST:PORT or [IPv6]:PORT, as --listen takes it. */
