@@ -1,7 +1,11 @@
-// One gateway's share of the policy: its services, the policies for them, the identities those
-// policies can admit (enrolled, not revoked, not disabled, nor shut out by their owner), and the
-// revoked serials its tunnel must refuse. That is all a gateway needs to decide a knock itself while
-// the controller is away, and nothing about other gateways' services or people who cannot reach it.
+// One gateway's share of the policy: its services, the policies for them, every identity that may
+// knock at all (enrolled, not revoked, not disabled, nor shut out by their owner), and the revoked
+// serials its tunnel must refuse. That is all a gateway needs to decide a knock itself while the
+// controller is away, and nothing about other gateways' services.
+//
+// Identities no policy of this gateway admits are included on purpose: the gateway then forwards
+// their signed knocks, and the controller refuses them with a reason in the audit log ("no policy
+// lets bob reach db") instead of the gateway dropping them unseen as unknown.
 
 import type { PolicySnapshot, SnapshotIdentity, SnapshotPolicy, SnapshotService } from '@umbra/protocol';
 import { type PolicyView, shutOutReason } from './policy-view.ts';
@@ -38,7 +42,6 @@ export function buildSnapshot(
   const identities: SnapshotIdentity[] = [];
   for (const identity of view.identitiesByKeyId.values()) {
     if (identity.publicKeyRaw === null || shutOutReason(identity) !== null) continue;
-    if (!identity.policies.some((policy) => policyIds.has(policy.id))) continue;
     identities.push({
       keyId: identity.keyId!,
       name: identity.name,

@@ -45,6 +45,8 @@ export interface TestPostgresOptions {
   listenAddress?: string;
   /** Networks (CIDR) trusted to connect over TCP; default 127.0.0.1/32. */
   trustedNetworks?: string[];
+  /** The TCP port; default a free one (in a namespace of its own, 5432 is free). */
+  port?: number;
 }
 
 /**
@@ -148,7 +150,7 @@ export async function startTestPostgres(options: TestPostgresOptions = {}): Prom
     );
 
     for (let attempt = 1; ; attempt++) {
-      const port = await freePort();
+      const port = options.port ?? (await freePort());
       writeFileSync(
         join(data, 'postgresql.auto.conf'),
         [

@@ -1,0 +1,166 @@
+// A whole Umbra deployment in namespaces, built the way an operator builds one, with the real CLIs:
+//
+//   ctl (and ctl2) ── controller(s): `umbra-controller serve`, SQLite or a shared PostgreSQL
+//   gateway        ── `umbra-gateway run --dir`, enrolled with a gateway token
+//   client         ── `umbra enroll` / `umbra connect`, psql
+//   outsider       ── never given anything; scans
+//   backend        ── a real PostgreSQL server, reachable only over a link from the gateway
+//
+// Hosts share one bridge (192.0.2.0/24); the backend leaves it and sits on its own veth to the
+// gateway (198.51.100.0/24), so the only way to it is through the gateway. The controllers answer
+// to one name, controller.umbra.test, which each host resolves through its own /etc/netns hosts
+// file — how the test sends the gateway to one controller and the client to the other.
+
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startTestPostgres, type TestPostgres } from '@umbra/controller';
+import { CONTROLLER_BIN, ControllerProcess } from './controller.ts';
+import type { Host } from './topology.ts';
+import { Topology } from './topology.ts';
+import { CLIENT_BIN, GATEWAY_BIN, GatewayProcess, TOOL_ENV } from './umbra.ts';
+
+export const CONTROLLER_NAME = 'controller.umbra.test';
+export const CONTROLLER_PORT = 8444;
+export const BACKEND_ADDRESS = '198.51.100.2';
+const GATEWAY_BACKEND_ADDRESS = '198.51.100.1';
+export const BACKEND_PORT = 5432;
+
+export interface SessionRigOptions {
+  /** `postgres`: the controllers' records in a PostgreSQL on ctl, and a second controller on ctl2. */
+  storage: 'sqlite' | 'postgres';
+  /** Extra gateway settings (e.g. controller.failMode). */
+  gatewaySettings?: Record<string, unknown>;
+}
+
+export interface SessionRig {
+  topology: Topology;
+  dir: string;
+  controllers: ControllerProcess[];
+  /** The controller admin commands go through (the first). */
+  admin: ControllerProcess;
+  gateway: GatewayProcess;
+  backend: TestPostgres;
+  storage?: TestPostgres;
+  /** Enrolls a device on the client host; returns its directory. */
+  enrollDevice(name: string, groups: string[]): Promise<string>;
+  destroy(): Promise<void>;
+}
+
+/** Points `name` at `address` for every process in `host`'s namespace (ip netns exec bind-mounts it). */
+function resolveIn(host: Host, topology: Topology, name: string, address: string): void {
+  const dir = `/etc/netns/${host.netns}`;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'hosts'), `127.0.0.1 localhost\n::1 localhost\n${address} ${name}\n`);
+  topology.addCleanup(() => rmSync(dir, { recursive: true, force: true }));
+}
+
+export async function buildSessionRig(options: SessionRigOptions): Promise<SessionRig> {
+  const two = options.storage === 'postgres';
+  const topology = await Topology.create({
+    name: `session-${options.storage}`,
+    hosts: ['ctl', ...(two ? ['ctl2'] : []), 'gateway', 'client', 'outsider', 'backend'],
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'umbra-session-'));
+  topology.addCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  const started: TestPostgres[] = [];
+  const destroy = async () => {
+    // The servers first: one running in a namespace must not outlive it.
+    for (const server of started) await server.stop();
+    await topology.destroy();
+  };
+  try {
+    const ctl = topology.host('ctl');
+    const gw = topology.host('gateway');
+    const client = topology.host('client');
+    const backendHost = topology.host('backend');
+
+    // The backend leaves the bridge for a private link to the gateway.
+    await gw.run([
+      'ip',
+      'link',
+      'add',
+      'bk0',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'bk1',
+      'netns',
+      backendHost.netns,
+    ]);
+    await gw.run(['ip', 'addr', 'add', `${GATEWAY_BACKEND_ADDRESS}/24`, 'dev', 'bk0']);
+    await gw.run(['ip', 'link', 'set', 'bk0', 'up']);
+    await backendHost.run(['ip', 'link', 'set', backendHost.ifname, 'down']);
+    await backendHost.run(['ip', 'addr', 'add', `${BACKEND_ADDRESS}/24`, 'dev', 'bk1']);
+    await backendHost.run(['ip', 'link', 'set', 'bk1', 'up']);
+    const backend = await startTestPostgres({
+      netns: backendHost.netns,
+      listenAddress: BACKEND_ADDRESS,
+      trustedNetworks: [`${GATEWAY_BACKEND_ADDRESS}/32`],
+      port: BACKEND_PORT,
+    });
+    started.push(backend);
+
+    let storage: TestPostgres | undefined;
+    if (two) {
+      storage = await startTestPostgres({
+        netns: ctl.netns,
+        listenAddress: ctl.ipv4,
+        trustedNetworks: ['192.0.2.0/24'],
+      });
+      started.push(storage);
+    }
+
+    // Everyone finds "the controller" by name; the gateway is sent to the last controller, the
+    // client and the admin to the first, so with two an event must cross between them.
+    const controllerHosts = two ? [ctl, topology.host('ctl2')] : [ctl];
+    for (const host of topology.hosts()) resolveIn(host, topology, CONTROLLER_NAME, ctl.ipv4);
+    resolveIn(gw, topology, CONTROLLER_NAME, controllerHosts.at(-1)!.ipv4);
+
+    const data = join(dir, 'controller');
+    const database = storage?.url;
+    await ctl.run(
+      [
+        CONTROLLER_BIN,
+        'init',
+        '--data',
+        data,
+        '--url',
+        `https://${CONTROLLER_NAME}:${CONTROLLER_PORT}`,
+        ...(database ? ['--database', database] : []),
+      ],
+      { env: TOOL_ENV },
+    );
+    const controllers: ControllerProcess[] = [];
+    for (const host of controllerHosts)
+      controllers.push(
+        await ControllerProcess.start(host, { data, listen: `${host.ipv4}:${CONTROLLER_PORT}`, database }),
+      );
+    const admin = controllers[0]!;
+
+    // The gateway: token, enrollment over the network, then run with the controller deciding.
+    const gatewayToken = (await admin.admin('gateway', 'token', 'create', '--name', 'branch1')).trim();
+    const gatewayDir = join(dir, 'gateway');
+    await gw.run([GATEWAY_BIN, 'enroll', '--token', gatewayToken, '--dir', gatewayDir], { env: TOOL_ENV });
+    const gateway = await GatewayProcess.startEnrolled(gw, {
+      dir: gatewayDir,
+      extra: { log: { level: 'info', rejectionsPerSecond: 1000 }, ...options.gatewaySettings },
+    });
+    await gateway.waitForLog((line) => line.msg === 'policy snapshot installed', 15_000);
+
+    const enrollDevice = async (name: string, groups: string[]): Promise<string> => {
+      const token = (
+        await admin.admin('token', 'create', '--identity', name, ...groups.flatMap((g) => ['--group', g]))
+      ).trim();
+      const device = join(dir, `device-${name}`);
+      await client.run([CLIENT_BIN, 'enroll', '--token', token, '--dir', device], { env: TOOL_ENV });
+      return device;
+    };
+
+    return { topology, dir, controllers, admin, gateway, backend, storage, enrollDevice, destroy };
+  } catch (error) {
+    await destroy();
+    throw error;
+  }
+}
