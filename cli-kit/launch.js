@@ -9,5 +9,10 @@ export async function launch(program, entry) {
     );
     process.exit(1);
   }
+  // Node caches compiled code, and the result of stripping types, across runs (in the OS temporary
+  // directory unless NODE_COMPILE_CACHE says where): it cuts an admin command's start from about
+  // 0.9 s to a fraction — time that counts when revoking someone.
+  const { enableCompileCache } = await import('node:module');
+  enableCompileCache?.();
   await import(entry);
 }

@@ -6,7 +6,6 @@
 
 import { hostname } from 'node:os';
 import { parseCommand, parseDuration, pickCommand, required, runCli, UsageError } from '@umbra/cli-kit';
-import { startServer } from './api/server.ts';
 import { createEnrollmentToken } from './ca/index.ts';
 import { type DataDir, DataDirError, initDataDir, openDataDir } from './data-dir.ts';
 import { LINK_PING_INTERVAL_MS } from './link/link-server.ts';
@@ -405,6 +404,9 @@ async function main(argv: string[]): Promise<number> {
       if (values.help) return show(help);
       const { host, port } = parseListen(required(help, values, 'listen'));
       const opened = await openDataDir(required(help, values, 'data'), values.database);
+      // Loaded here: the HTTPS server, the link and their dependencies would slow every admin
+      // command's start, and a revocation's time counts from the command.
+      const { startServer } = await import('./api/server.ts');
       const server = await startServer(opened, host, port);
       await new Promise<void>((resolve) => {
         const stop = () => {
