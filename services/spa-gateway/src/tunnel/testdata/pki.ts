@@ -17,7 +17,7 @@ export interface Issued {
 
 export interface TestPki {
   ca: string;
-  issue(options: { uris: string[]; server?: boolean; days?: number }): Issued;
+  issue(options: { uris: string[]; server?: boolean; days?: number; ips?: string[] }): Issued;
   /** A certificate for the same names from another CA, which the gateway must not trust. */
   issueElsewhere(uris: string[]): Issued;
   remove(): void;
@@ -45,7 +45,13 @@ export function createTestPki(): TestPki {
   makeCa('ca');
   makeCa('other-ca');
   let count = 0;
-  const issueFrom = (caName: string, uris: string[], server = false, days = 1): Issued => {
+  const issueFrom = (
+    caName: string,
+    uris: string[],
+    server = false,
+    days = 1,
+    ips: string[] = [],
+  ): Issued => {
     const name = `leaf${++count}`;
     const serial = `1${String(count).padStart(31, '0')}`;
     writeFileSync(
@@ -54,7 +60,11 @@ export function createTestPki(): TestPki {
         'basicConstraints=critical,CA:FALSE',
         'keyUsage=critical,digitalSignature',
         `extendedKeyUsage=${server ? 'serverAuth,clientAuth' : 'clientAuth'}`,
-        ...(uris.length > 0 ? [`subjectAltName=${uris.map((uri) => `URI:${uri}`).join(',')}`] : []),
+        ...(uris.length + ips.length > 0
+          ? [
+              `subjectAltName=${[...uris.map((uri) => `URI:${uri}`), ...ips.map((ip) => `IP:${ip}`)].join(',')}`,
+            ]
+          : []),
       ].join('\n'),
     );
     openssl('ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${name}.key`);
@@ -85,7 +95,7 @@ export function createTestPki(): TestPki {
   };
   return {
     ca: readFileSync(join(dir, 'ca.crt'), 'utf8'),
-    issue: ({ uris, server, days }) => issueFrom('ca', uris, server, days),
+    issue: ({ uris, server, days, ips }) => issueFrom('ca', uris, server, days, ips),
     issueElsewhere: (uris) => issueFrom('other-ca', uris),
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
