@@ -47,15 +47,49 @@ export function parseDays(text: string): ReadonlySet<number> {
   return days;
 }
 
+/**
+ * One formatter per time zone, made once: building an Intl.DateTimeFormat costs tens of
+ * microseconds, as much as the rest of a decision, and a controller or gateway uses one zone.
+ */
+const formatters = new Map<string, Intl.DateTimeFormat>();
+const MAX_FORMATTERS = 64;
+
+function formatterFor(timeZone: string): Intl.DateTimeFormat {
+  let formatter = formatters.get(timeZone);
+  if (formatter === undefined) {
+    formatter = new Intl.DateTimeFormat('en-US', {
+      timeZone,
+      weekday: 'short',
+      hour: '2-digit',
+      minute: '2-digit',
+      hourCycle: 'h23',
+    });
+    if (formatters.size >= MAX_FORMATTERS) formatters.clear();
+    formatters.set(timeZone, formatter);
+  }
+  return formatter;
+}
+
+/**
+ * The last answer per zone, for the UTC minute it was asked in: every zone's offset is a whole
+ * number of minutes and changes on a minute, so the local day and minute hold for all of that UTC
+ * minute, and thousands of decisions a second cost one formatToParts a minute.
+ */
+const lastAnswer = new Map<string, { utcMinute: number; day: number; minute: number }>();
+
 /** Local weekday and minute of the day of `now` in `timeZone`. */
 export function localTime(now: Date, timeZone: string): { day: number; minute: number } {
-  const parts = new Intl.DateTimeFormat('en-US', {
-    timeZone,
-    weekday: 'short',
-    hour: '2-digit',
-    minute: '2-digit',
-    hourCycle: 'h23',
-  }).formatToParts(now);
+  const utcMinute = Math.floor(now.getTime() / 60_000);
+  const cached = lastAnswer.get(timeZone);
+  if (cached?.utcMinute === utcMinute) return { day: cached.day, minute: cached.minute };
+  const answer = formatLocalTime(now, timeZone);
+  if (Number.isFinite(utcMinute)) lastAnswer.set(timeZone, { utcMinute, ...answer });
+  if (lastAnswer.size > MAX_FORMATTERS) lastAnswer.clear();
+  return answer;
+}
+
+function formatLocalTime(now: Date, timeZone: string): { day: number; minute: number } {
+  const parts = formatterFor(timeZone).formatToParts(now);
   const part = (type: string) => parts.find((p) => p.type === type)?.value ?? '';
   const day = DAY_NAMES.indexOf(part('weekday').toLowerCase() as (typeof DAY_NAMES)[number]);
   return { day, minute: Number(part('hour')) * 60 + Number(part('minute')) };

@@ -1,6 +1,8 @@
 // The controller's own anti-replay, behind the gateway's: a knock forwarded twice (by a confused or
 // compromised gateway, or captured and resent) is decided once. Per identity, each knock's timestamp
-// must be strictly later than the last one accepted, and its nonce unseen within the window.
+// must be strictly later than the last one accepted; that alone refuses every replay, since a replay
+// carries its original timestamp. The nonces of the last few knocks are kept too, so the usual
+// replay (the same knock again) is refused with the plainer reason.
 //
 // Bounded: only identities that knocked within the time window are kept (anything older is refused
 // by the window check anyway), at most MAX_IDENTITIES of them. Past that it fails closed for
@@ -11,11 +13,13 @@ export const KNOCK_WINDOW_MS = 30_000;
 const MAX_IDENTITIES = 200_000;
 /** Pruning walks the whole table; doing it at most this often keeps it off the hot path. */
 const PRUNE_INTERVAL_MS = 5_000;
+/** Nonces remembered per identity, newest last. */
+const RECENT_NONCES = 16;
 
 interface Seen {
   lastTimestampMs: number;
-  /** Nonce (hex) → its knock's timestamp, for the window. */
-  nonces: Map<string, number>;
+  /** Hex nonces of the last RECENT_NONCES knocks accepted. */
+  nonces: string[];
 }
 
 export type ReplayVerdict =
@@ -46,32 +50,25 @@ export class ReplayGuard {
     const nonceHex = Buffer.from(nonce.buffer, nonce.byteOffset, nonce.byteLength).toString('hex');
     let seen = this.#seen.get(keyId);
     if (seen !== undefined) {
-      if (seen.nonces.has(nonceHex)) return { fresh: false, reason: 'replayed nonce' };
+      if (seen.nonces.includes(nonceHex)) return { fresh: false, reason: 'replayed nonce' };
       if (timestampMs <= seen.lastTimestampMs)
         return { fresh: false, reason: 'timestamp not after the previous knock' };
     } else {
       if (this.#seen.size >= MAX_IDENTITIES) this.#prune(now);
       if (this.#seen.size >= MAX_IDENTITIES) return { fresh: false, reason: 'replay cache full' };
-      seen = { lastTimestampMs: 0, nonces: new Map() };
+      seen = { lastTimestampMs: 0, nonces: [] };
       this.#seen.set(keyId, seen);
     }
     seen.lastTimestampMs = timestampMs;
-    seen.nonces.set(nonceHex, timestampMs);
-    if (seen.nonces.size > 64) this.#pruneNonces(seen, now);
+    seen.nonces.push(nonceHex);
+    if (seen.nonces.length > RECENT_NONCES) seen.nonces.shift();
     return FRESH;
   }
 
+  /** Forgets identities whose last knock is past the window, which the window check refuses anyway. */
   #prune(now: number): void {
     this.#prunedAt = now;
     const oldest = now - 2 * this.#windowMs;
-    for (const [keyId, seen] of this.#seen) {
-      if (seen.lastTimestampMs < oldest) this.#seen.delete(keyId);
-      else this.#pruneNonces(seen, now);
-    }
-  }
-
-  #pruneNonces(seen: Seen, now: number): void {
-    const oldest = now - 2 * this.#windowMs;
-    for (const [nonce, timestampMs] of seen.nonces) if (timestampMs < oldest) seen.nonces.delete(nonce);
+    for (const [keyId, seen] of this.#seen) if (seen.lastTimestampMs < oldest) this.#seen.delete(keyId);
   }
 }

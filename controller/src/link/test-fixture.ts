@@ -25,7 +25,9 @@ import {
 } from '@umbra/protocol';
 import WebSocket from 'ws';
 import { type ControllerServer, type ServerOptions, startServer } from '../api/server.ts';
-import { type DataDir, initDataDir, openDataDir } from '../data-dir.ts';
+import { CertificateAuthority } from '../ca/index.ts';
+import { type DataDir, initDataDir } from '../data-dir.ts';
+import { PgStore } from '../store/index.ts';
 
 export interface TestController {
   data: DataDir;
@@ -50,13 +52,24 @@ export async function startTestController(
   return serve(data, options, root);
 }
 
-/** A second controller process's worth: the same data directory (CA) and database, its own server. */
+/**
+ * A second controller sharing the first one's data directory (its CA) and PostgreSQL database, with
+ * its own store and server, as another process would. `auditPollMs` stretches its safety-net poll,
+ * so that only LISTEN/NOTIFY can bring it events quickly.
+ */
 export async function startPeerController(
   first: TestController,
   databaseUrl: string,
-  options: ServerOptions = {},
+  options: ServerOptions & { auditPollMs?: number } = {},
 ): Promise<TestController> {
-  return serve(await openDataDir(first.data.dir, databaseUrl), options, null);
+  const { auditPollMs, ...serverOptions } = options;
+  const data: DataDir = {
+    dir: first.data.dir,
+    settings: first.data.settings,
+    ca: await CertificateAuthority.load(join(first.data.dir, 'ca')),
+    store: await PgStore.connect(databaseUrl, auditPollMs === undefined ? {} : { auditPollMs }),
+  };
+  return serve(data, serverOptions, null);
 }
 
 async function serve(data: DataDir, options: ServerOptions, root: string | null): Promise<TestController> {
@@ -239,7 +252,7 @@ export class TestLink {
 
 /** A gateway's link after hello, with the snapshot it was sent. */
 export async function helloLink(
-  controller: TestController,
+  controller: Pick<TestController, 'url' | 'data'>,
   gateway: TestGateway,
   endpoint = { host: '192.0.2.1', spaPort: 62201, tunnelPort: 8443 },
 ): Promise<{ link: TestLink; snapshot: Extract<ToGatewayMessage, { t: 'snapshot' }> }> {

@@ -41,6 +41,44 @@ async function emptyDatabase(): Promise<string> {
 storeSuite('PgStore', async (clock) => PgStore.connect(await emptyDatabase(), { clock }));
 
 describe('PgStore on its own', () => {
+  test('a watcher hears appends another controller commits (LISTEN/NOTIFY), not before they commit', async () => {
+    const database = await emptyDatabase();
+    const writer = await PgStore.connect(database);
+    const reader = await PgStore.connect(database, { auditPollMs: 60_000 });
+    let heard = 0;
+    const watch = await reader.watchAudit(() => {
+      heard++;
+    });
+    try {
+      assert.equal(watch.pollMs, 60_000);
+      await writer.appendAudit({ actor: 'cli', action: 'identity.revoke', subject: 'alice' });
+      const deadline = Date.now() + 5_000;
+      while (heard === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+      assert.equal(heard, 1);
+      assert.equal(await reader.lastAuditSeq(), 1);
+      // A refused batch rolls back, and its notification goes with it.
+      await assert.rejects(
+        writer.recordDecisions({
+          sessions: [
+            {
+              identityId: 'ab'.repeat(16),
+              gatewayId: 'ab'.repeat(16),
+              serviceId: 'ab'.repeat(16),
+              source: '192.0.2.1',
+            },
+          ],
+          audit: [{ actor: 'gateway:x', action: 'knock', subject: 'alice', decision: 'allow' }],
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(heard, 1);
+    } finally {
+      await watch.close();
+      await reader.close();
+      await writer.close();
+    }
+  });
+
   test('reconnecting keeps the data and applies no migration twice; BIGINTs come back as numbers', async () => {
     const first = await PgStore.connect(await emptyDatabase(), { clock: () => T0 });
     assert.equal(await first.schemaVersion(), SCHEMA_VERSION);

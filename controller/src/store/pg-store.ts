@@ -59,6 +59,7 @@ import {
   type NewSession,
   type Policy,
   type PolicyWithService,
+  type RecordedDecisions,
   SERVICE_MODES,
   type Service,
   type Session,
@@ -179,6 +180,11 @@ export interface PgStoreOptions {
    * listener it would crash the controller.
    */
   onConnectionError?: (error: Error) => void;
+  /**
+   * How often an audit reader polls under LISTEN (AuditWatch.pollMs), default 1 s. Tests set it long
+   * to show that notifications alone carry events between controllers.
+   */
+  auditPollMs?: number;
 }
 
 export class PgStore implements Store {
@@ -188,13 +194,15 @@ export class PgStore implements Store {
   /** The URL without its password, for messages. */
   readonly #where: string;
   readonly #clock: () => number;
+  readonly #auditPollMs: number;
   readonly #watches = new Set<AuditWatch>();
 
-  private constructor(pool: pg.Pool, url: string, where: string, clock: () => number) {
+  private constructor(pool: pg.Pool, url: string, where: string, options: PgStoreOptions) {
     this.#pool = pool;
     this.#url = url;
     this.#where = where;
-    this.#clock = clock;
+    this.#clock = options.clock ?? Date.now;
+    this.#auditPollMs = options.auditPollMs ?? AUDIT_POLL_MS;
   }
 
   /**
@@ -215,7 +223,7 @@ export class PgStore implements Store {
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     });
     pool.on('error', options.onConnectionError ?? (() => {}));
-    const store = new PgStore(pool, url, where, options.clock ?? Date.now);
+    const store = new PgStore(pool, url, where, options);
     try {
       await store.#migrate();
       return store;
@@ -908,12 +916,15 @@ export class PgStore implements Store {
     return rows.map(sessionFromRow);
   }
 
-  async recordDecisions(batch: DecisionBatch): Promise<{ sessions: Session[]; audit: AuditEntry[] }> {
+  async recordDecisions(batch: DecisionBatch): Promise<RecordedDecisions> {
     const checked = checkDecisionBatch(batch, this.#clock());
     return this.#transaction(async (q) => {
       const sessions = await insertSessions(q, checked.sessions);
       const audit = await insertAudits(q, checked.audit);
-      return { sessions, audit };
+      return {
+        sessionIds: sessions.map((session) => session.id),
+        auditSeqs: audit.map((entry) => entry.seq),
+      };
     });
   }
 
@@ -981,7 +992,7 @@ export class PgStore implements Store {
     // The first connection must work: a controller that cannot listen should say so at start.
     await connect();
     const watch: AuditWatch = {
-      pollMs: AUDIT_POLL_MS,
+      pollMs: this.#auditPollMs,
       close: async () => {
         closed = true;
         clearTimeout(retry);

@@ -55,6 +55,7 @@ import {
   type NewSession,
   type Policy,
   type PolicyWithService,
+  type RecordedDecisions,
   SERVICE_MODES,
   type Service,
   type Session,
@@ -904,12 +905,17 @@ export class SqliteStore implements Store {
     const id = session.id ?? newId();
     if (session.id !== undefined && this.#get('SELECT 1 FROM sessions WHERE id = ?', [id]))
       throw duplicate('id', `a session with id ${id} already exists`);
+    this.#insertSessionRow(id, session);
+    return sessionFromRow(this.#get('SELECT * FROM sessions WHERE id = ?', [id]) as SessionRow);
+  }
+
+  /** The row alone: a taken id or a missing reference fails on the table's constraints. */
+  #insertSessionRow(id: string, session: CheckedSession): void {
     this.#run(
       `INSERT INTO sessions (id, identity_id, gateway_id, service_id, source, opened_at, closed_at, close_reason)
        VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)`,
       [id, session.identityId, session.gatewayId, session.serviceId, session.source, session.openedAt],
     );
-    return sessionFromRow(this.#get('SELECT * FROM sessions WHERE id = ?', [id]) as SessionRow);
   }
 
   async closeSession(id: string, now: number, reason: string): Promise<boolean> {
@@ -960,13 +966,20 @@ export class SqliteStore implements Store {
     );
   }
 
-  async recordDecisions(batch: DecisionBatch): Promise<{ sessions: Session[]; audit: AuditEntry[] }> {
+  async recordDecisions(batch: DecisionBatch): Promise<RecordedDecisions> {
     const checked = checkDecisionBatch(batch, this.#clock());
     // Foreign keys check the references; a missing one fails the whole batch, naming the column.
-    return this.transaction(() => ({
-      sessions: checked.sessions.map((session) => this.#insertSession(session)),
-      audit: checked.audit.map((entry) => this.#insertAudit(entry)),
-    }));
+    return this.transaction(() => {
+      const sessionIds = checked.sessions.map((session) => {
+        const id = session.id ?? newId();
+        this.#insertSessionRow(id, session);
+        return id;
+      });
+      const auditSeqs = checked.audit.map(
+        (entry) => (this.#insertAuditRow(entry, 'RETURNING seq') as { seq: number }).seq,
+      );
+      return { sessionIds, auditSeqs };
+    });
   }
 
   // ---- audit
@@ -978,14 +991,20 @@ export class SqliteStore implements Store {
 
   /** Inside a transaction: max + 1 under the write lock is strictly increasing with no gaps. */
   #insertAudit(entry: CheckedAuditEntry): AuditEntry {
+    return auditFromRow(this.#insertAuditRow(entry, 'RETURNING *') as AuditRow);
+  }
+
+  #insertAuditRow(entry: CheckedAuditEntry, returning: 'RETURNING *' | 'RETURNING seq'): unknown {
     const row = this.#get(
+      // MAX in a scalar subquery, which SQLite answers from the primary key's index; as a column
+      // beside the values it would scan the whole log on every append.
       `INSERT INTO audit_log (seq, at, actor, action, subject, decision, reason, details)
-       SELECT COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM audit_log
-       RETURNING *`,
+       VALUES ((SELECT COALESCE(MAX(seq), 0) FROM audit_log) + 1, ?, ?, ?, ?, ?, ?, ?)
+       ${returning}`,
       [entry.at, entry.actor, entry.action, entry.subject, entry.decision, entry.reason, entry.details],
-    ) as AuditRow;
+    );
     this.#auditGrew = true;
-    return auditFromRow(row);
+    return row;
   }
 
   async listAudit(afterSeq = 0, limit = DEFAULT_AUDIT_PAGE): Promise<AuditEntry[]> {

@@ -741,15 +741,13 @@ export function storeSuite(name: string, open: OpenStore): void {
           sessions: [session, { ...session, id: undefined, source: '192.0.2.11' }],
           audit: [knock('allow'), knock('deny'), knock('allow')],
         });
-        assert.equal(written.sessions[0]?.id, chosen);
-        assert.equal(written.sessions[1]?.source, '192.0.2.11');
+        assert.equal(written.sessionIds[0], chosen);
+        const second = (await store.listSessions()).find((s) => s.id === written.sessionIds[1]);
+        assert.equal(second?.source, '192.0.2.11');
+        assert.deepEqual(written.auditSeqs, [1, 2, 3]);
         assert.deepEqual(
-          written.audit.map((entry) => [entry.seq, entry.decision]),
-          [
-            [1, 'allow'],
-            [2, 'deny'],
-            [3, 'allow'],
-          ],
+          (await store.listAudit()).map((entry) => entry.decision),
+          ['allow', 'deny', 'allow'],
         );
         assert.equal(await store.lastAuditSeq(), 3);
         await assert.rejects(

@@ -257,6 +257,11 @@ export interface DecisionBatch {
   audit: NewAuditEntry[];
 }
 
+export interface RecordedDecisions {
+  sessionIds: string[];
+  auditSeqs: number[];
+}
+
 /**
  * How a reader learns that the audit log grew. `listener` is called (perhaps for several appends
  * at once) after an append commits: in this process always, from other processes where the engine
@@ -353,9 +358,10 @@ export interface Store {
   listSessions(filter?: SessionFilter): Promise<Session[]>;
   /**
    * Opens the sessions and appends the audit entries of a batch of decisions in one transaction (one
-   * commit for many knocks); all or nothing. Returns them in the order given.
+   * commit for many knocks); all or nothing. This is the decision path's write, so it hands back only
+   * the ids and sequence numbers, in the order given, not the rows.
    */
-  recordDecisions(batch: DecisionBatch): Promise<{ sessions: Session[]; audit: AuditEntry[] }>;
+  recordDecisions(batch: DecisionBatch): Promise<RecordedDecisions>;
 
   appendAudit(entry: NewAuditEntry): Promise<AuditEntry>;
   /** Entries with seq > afterSeq (default 0), oldest first, at most `limit` (default 1000). */
