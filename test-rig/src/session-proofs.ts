@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { LineReader } from './lines.ts';
-import { tcpConnect } from './net.ts';
+import { startTcpServer, tcpConnect } from './net.ts';
 import { nmapScan } from './scan.ts';
 import {
   BACKEND_ADDRESS,
@@ -160,6 +160,42 @@ export function sessionProofs(options: SessionRigOptions): void {
         assert.equal((await rig.gateway.pinholes()).length, before, 'no pinhole opened');
       });
     }
+
+    test('a direct-mode service: the knock opens the service port itself, for that address only', async () => {
+      const gw = rig.topology.host('gateway');
+      const service = await startTcpServer(gw, { port: 2222, banner: 'direct service on the gateway' });
+      try {
+        await rig.admin.admin(
+          'service',
+          'add',
+          '--name',
+          'shell',
+          '--gateway',
+          'branch1',
+          '--backend',
+          '127.0.0.1:2222',
+          '--mode',
+          'direct',
+        );
+        await rig.admin.admin('policy', 'add', '--group', 'staff', '--service', 'shell', '--ttl', '20s');
+        devices.set('erin', await rig.enrollDevice('erin', ['staff']));
+        assert.equal(await tcpConnect(client(), gw.ipv4, 2222, 1500), 'timeout', 'dark before the knock');
+        const erin = await connect('erin', 'shell');
+        const read = await client().exec(
+          ['bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${erin.port}; head -1 <&3`],
+          { timeoutMs: 15_000 },
+        );
+        assert.equal(read.stdout.trim(), 'direct service on the gateway', read.stderr);
+        const pinholes = await rig.gateway.pinholes();
+        assert.ok(
+          pinholes.some((p) => p.port === 2222 && p.source === client().ipv4),
+          JSON.stringify(pinholes),
+        );
+        assert.equal(await tcpConnect(rig.topology.host('outsider'), gw.ipv4, 2222, 1500), 'timeout');
+      } finally {
+        await service.stop();
+      }
+    });
 
     test('killing the controller leaves a live psql session working; the gateway relinks by itself', async () => {
       const alice = await connect('alice', 'db');
