@@ -13,6 +13,7 @@ import {
   decodeToController,
   diffSnapshots,
   encodeLinkMessage,
+  type Health,
   isEmptyDelta,
   LINK_CLOSE,
   type PolicySnapshot,
@@ -31,6 +32,8 @@ import { buildSnapshot } from './snapshot.ts';
 
 /** Authorize requests one link may have in flight; past it, requests are refused at once. */
 const MAX_IN_FLIGHT = 4_096;
+/** WebSocket's close code for a server that failed to do what a message asked. */
+const INTERNAL_ERROR = 1011;
 /** A WebSocket close reason is at most 123 bytes. */
 const MAX_CLOSE_REASON_BYTES = 123;
 
@@ -63,6 +66,8 @@ export class GatewayLink {
   #closing = false;
   /** Set when a newer link from the same gateway took over. */
   replaced = false;
+  /** The gateway's last health report. */
+  health: Health | null = null;
 
   constructor(socket: WebSocket, gateway: string, context: GatewayLinkContext) {
     this.socket = socket;
@@ -87,16 +92,18 @@ export class GatewayLink {
     return this.#sent?.version ?? null;
   }
 
-  send(message: ToGatewayMessage): void {
-    if (this.socket.readyState !== this.socket.OPEN) return;
+  /** False when the link is not open, or the message does not fit in a frame (logged). */
+  send(message: ToGatewayMessage): boolean {
+    if (this.socket.readyState !== this.socket.OPEN) return false;
     let frame: Buffer;
     try {
       frame = encodeLinkMessage(message);
     } catch (error) {
       this.#context.log.error({ err: error, gateway: this.gateway }, `could not send a ${message.t} message`);
-      return;
+      return false;
     }
     this.socket.send(frame, { binary: true });
+    return true;
   }
 
   /** Sends what changed since the last snapshot or delta, signed; nothing when nothing did. */
@@ -107,8 +114,8 @@ export class GatewayLink {
     const delta = diffSnapshots(base, next);
     if (isEmptyDelta(delta)) return;
     const signed = signDelta(delta, this.#context.policySigningKey);
-    this.send({ t: 'delta', payload: signed.payload, signature: signed.signature });
-    this.#sent = next;
+    // Only what the gateway got is the base of the next delta.
+    if (this.send({ t: 'delta', payload: signed.payload, signature: signed.signature })) this.#sent = next;
   }
 
   close(code: number, reason: string): void {
@@ -141,7 +148,13 @@ export class GatewayLink {
       else {
         // Taken now, so the messages after it in the same burst find the link ready.
         this.#endpoint = message.endpoint;
-        this.#enqueue(() => this.#hello(message.endpoint));
+        this.#enqueue(() =>
+          this.#hello(message.endpoint).catch((error: unknown) => {
+            // A gateway without its snapshot must not stay on a link that looks up: it dials again.
+            this.close(INTERNAL_ERROR, 'the controller could not answer hello; try again');
+            throw error;
+          }),
+        );
       }
       return;
     }
@@ -172,8 +185,8 @@ export class GatewayLink {
         });
         break;
       case 'health':
-        // Liveness is what the controller needs from it (alive, above); the figures are logged.
-        this.#context.log.info({ gateway: this.gateway, health: message }, 'gateway health');
+        // Liveness (alive, above) is what the controller acts on; the figures are kept for a look.
+        this.health = message;
         break;
     }
   }
@@ -186,7 +199,10 @@ export class GatewayLink {
     const view = await views.ready();
     const snapshot = buildSnapshot(view, this.gateway, this.#context.timeZone, now);
     const signed = signSnapshot(snapshot, this.#context.policySigningKey);
-    this.send({ t: 'snapshot', payload: signed.payload, signature: signed.signature });
+    if (!this.send({ t: 'snapshot', payload: signed.payload, signature: signed.signature })) {
+      if (this.socket.readyState !== this.socket.OPEN) return;
+      throw new Error(`the snapshot for gateway ${this.gateway} could not be sent (see above)`);
+    }
     this.#sent = snapshot;
     log.info(
       { gateway: this.gateway, endpoint, version: snapshot.version, identities: snapshot.identities.length },

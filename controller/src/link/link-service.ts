@@ -66,11 +66,16 @@ export async function startLinkService(options: LinkServiceOptions): Promise<Lin
       changedAt = entry.seq;
       if (effect.revoke === null) continue;
       views.invalidate(entry.seq).catch(() => {}); // awaited below; this marks the view stale now
-      const gateways = server.pushRevoke(effect.revoke);
-      log.info(
-        { seq: entry.seq, action: entry.action, subject: entry.subject, gateways },
-        'revocation pushed to the connected gateways',
-      );
+      try {
+        const gateways = server.pushRevoke(effect.revoke);
+        log.info(
+          { seq: entry.seq, action: entry.action, subject: entry.subject, gateways },
+          'revocation pushed to the connected gateways',
+        );
+      } catch (error) {
+        // One entry that cannot be pushed must not cost the entries after it theirs.
+        log.error({ err: error, seq: entry.seq }, 'could not push a revocation; the delta still follows');
+      }
     }
     if (changedAt === 0) return;
     views.invalidate(changedAt).then(
