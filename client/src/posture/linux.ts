@@ -2,13 +2,14 @@
 // OS, OS version, kernel, whether the root filesystem is encrypted, whether a firewall is loaded.
 // Every reading comes from a file under a configurable root (/ by default), so tests run against
 // a fake tree; a fact the platform does not tell is left out rather than guessed, and a policy
-// that requires it then refuses (a missing claim never meets a requirement).
+// that requires it then refuses (a missing claim never meets a requirement). Screen lock is a
+// desktop setting, not a file the kernel shows, so it is read separately (linux-screen-lock.ts).
 
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { PostureValue } from '@umbra/protocol';
+import type { Posture } from './claims.ts';
 
-export type Posture = Record<string, PostureValue>;
+export type { Posture } from './claims.ts';
 
 export interface LinuxPostureOptions {
   /** Where /etc, /proc and /sys are; '/' on a real device. */
