@@ -23,7 +23,7 @@ import { enrollDevice, readEnrollment } from './enroll.ts';
 import { parseGatewayAddress } from './gateway-address.ts';
 import { createIdentityFile, loadIdentityFile } from './identity.ts';
 import { localAddressToward, resolveGateway, sendKnock } from './knock.ts';
-import { linuxPosture } from './posture/linux.ts';
+import { devicePosture } from './posture/device-posture.ts';
 import { renewsAfter } from './renewal.ts';
 
 const USAGE = `umbra: the Umbra client
@@ -203,7 +203,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'posture') {
     const values = parse(command, args, {});
     if (values.help) return help(command);
-    console.log(JSON.stringify(linuxPosture(), null, 2));
+    console.log(JSON.stringify(await devicePosture(), null, 2));
     return 0;
   }
 
@@ -237,7 +237,7 @@ async function main(argv: string[]): Promise<number> {
     claimedSource = source;
   }
 
-  const posture = values.posture ? linuxPosture() : undefined;
+  const posture = values.posture ? await devicePosture() : undefined;
   const packet = sealKnock({
     gatewayPublicKey: gatewayKey,
     identity,

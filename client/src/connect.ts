@@ -17,7 +17,9 @@ import { fetchServiceRoute, requestRenewal, type ServiceRoute } from './controll
 import { type Device, loadDevice, validityOf } from './device.ts';
 import { localAddressToward, type ResolvedGateway, resolveGateway, sendKnock } from './knock.ts';
 import { dialWithKnocks, KnockSchedule } from './knock-schedule.ts';
-import { linuxPosture, type Posture } from './posture/linux.ts';
+import type { Posture } from './posture/claims.ts';
+import { devicePosture } from './posture/device-posture.ts';
+import { LatestPosture } from './posture/latest-posture.ts';
 import { RENEWAL_CHECK_MS, renewalDue, renewCertificate } from './renewal.ts';
 import { CONTROL_ALPN, DialTimeoutError, dialTunnel, serviceAlpn } from './tunnel-dial.ts';
 
@@ -51,12 +53,13 @@ export async function startConnect(options: ConnectOptions): Promise<RunningConn
   const gateway = await resolveGateway({ host: route.gateway.host, port: route.gateway.spaPort });
   const claimedSource = options.source === 'auto' ? await localAddressToward(gateway) : options.source;
   const target = targetPort(route);
+  const posture = await LatestPosture.start(() => devicePosture());
 
   const schedule = new KnockSchedule();
   let knocking: Promise<void> | undefined;
   /** One knock at a time: connections opened together share it. */
   const knock = () => {
-    knocking ??= sendServiceKnock(device, gateway, gatewayKey, route, claimedSource).finally(() => {
+    knocking ??= sendServiceKnock(device, gateway, gatewayKey, route, claimedSource, posture).finally(() => {
       knocking = undefined;
     });
     return knocking;
@@ -92,7 +95,7 @@ export async function startConnect(options: ConnectOptions): Promise<RunningConn
     route.mode === 'tunnel'
       ? new ControlChannel({
           dial: () => dial(CONTROL_ALPN) as Promise<TLSSocket>,
-          posture: () => linuxPosture(),
+          posture: () => posture.current(),
           intervalMs: options.postureIntervalMs,
           log: (line) => log(`${service}: ${line}`),
         })
@@ -124,8 +127,9 @@ async function sendServiceKnock(
   gatewayPublicKey: Buffer,
   route: ServiceRoute,
   claimedSource: string | undefined,
+  latest: LatestPosture,
 ): Promise<void> {
-  const posture: Posture = linuxPosture();
+  const posture: Posture = await latest.fresh();
   const packet = sealKnock({
     gatewayPublicKey,
     identity: device.identity,
