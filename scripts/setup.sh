@@ -13,6 +13,7 @@ DEBIAN_PACKAGES=(
   iproute2 procps             # namespaces for the test rig
   nmap tcpdump                # the outsider's scans, and the capture that proves silence
   fwknop-server fwknop-client iptables  # the anchor the knock benchmark runs against
+  stunnel4                    # the anchor the tunnel benchmark runs against
   python3 make g++            # node-gyp for the native addons
   postgresql                  # the controller's PostgreSQL store; its tests run a private cluster
   ca-certificates
