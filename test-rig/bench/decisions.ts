@@ -51,8 +51,8 @@ const CONCURRENCY = positive('concurrency');
 const LATENCY_SAMPLES = 500;
 const TUNNEL_PORT = 8443;
 const SOURCE = '198.51.100.7';
-/** Every decision must finish inside the knocks' ±30 s window; a run that would not is cut short. */
-const RUN_LIMIT_MS = 20_000;
+/** Knocks made and decided at a time, so each is decided well inside its ±30 s window. */
+const CHUNK = 2_000;
 
 function positive(name: 'knocks' | 'identities' | 'concurrency'): number {
   const value = Number(opts[name]);
@@ -109,17 +109,18 @@ async function setUp(controller: testing.TestController): Promise<MakeKnock> {
     devices.push(await testing.enrollTestDevice(data, `device-${index}`, { groups: ['eng'] }));
   const seq = (await data.store.appendAudit({ actor: 'bench', action: 'policy.add', subject: 'bench' })).seq;
   await controller.server.links.views.invalidate(seq);
-  // Knocks per identity carry strictly increasing timestamps, as a client's do.
-  let clock = Date.now();
+  // Knocks per identity carry strictly increasing timestamps, as a client's do, near the clock.
+  let clock = 0;
   return (count) =>
-    Array.from({ length: count }, (_, index) =>
-      testing.knockBytes(devices[index % devices.length]!, gateway, {
+    Array.from({ length: count }, (_, index) => {
+      clock = Math.max(clock + 1, Date.now());
+      return testing.knockBytes(devices[index % devices.length]!, gateway, {
         access: `tcp/${TUNNEL_PORT}`,
         service: 'db',
         posture: { disk_encryption: 'on', os: 'debian' },
-        timestampMs: ++clock,
-      }),
-    );
+        timestampMs: clock,
+      });
+    });
 }
 
 async function run(engine: EngineResult['engine'], databaseUrl?: string): Promise<EngineResult> {
@@ -146,29 +147,33 @@ async function run(engine: EngineResult['engine'], databaseUrl?: string): Promis
       latencies.push(performance.now() - started);
     }
 
-    // Throughput: C in flight, each finished one replaced by the next.
-    const knocks = makeKnocks(KNOCKS);
-    const deadline = performance.now() + RUN_LIMIT_MS;
-    const cpu0 = process.cpuUsage();
-    const started = performance.now();
-    let next = 0;
+    // Throughput: C in flight, each finished one replaced by the next. Knocks are made a chunk at a
+    // time just before they are decided (on a busy machine making them all first could take longer
+    // than their ±30 s window); only the deciding is timed.
     let done = 0;
-    const worker = async () => {
-      while (next < knocks.length && performance.now() < deadline) {
-        refused(await decideOne(knocks[next++]!));
-        done++;
-      }
-    };
-    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-    const seconds = (performance.now() - started) / 1000;
-    const cpu = process.cpuUsage(cpu0);
+    let seconds = 0;
+    let cpuSeconds = 0;
+    while (done < KNOCKS) {
+      const knocks = makeKnocks(Math.min(CHUNK, KNOCKS - done));
+      const cpu0 = process.cpuUsage();
+      const started = performance.now();
+      let next = 0;
+      const worker = async () => {
+        while (next < knocks.length) refused(await decideOne(knocks[next++]!));
+      };
+      await Promise.all(Array.from({ length: Math.min(CONCURRENCY, knocks.length) }, worker));
+      seconds += (performance.now() - started) / 1000;
+      const cpu = process.cpuUsage(cpu0);
+      cpuSeconds += (cpu.user + cpu.system) / 1e6;
+      done += knocks.length;
+    }
     return {
       engine,
       decisions: done,
       seconds,
       decisionsPerSecond: done / seconds,
-      coreShare: (cpu.user + cpu.system) / 1e6 / seconds,
-      decisionsPerCpuSecond: done / ((cpu.user + cpu.system) / 1e6),
+      coreShare: cpuSeconds / seconds,
+      decisionsPerCpuSecond: done / cpuSeconds,
       latencyMs: { p50: percentile(latencies, 50), p99: percentile(latencies, 99) },
       rssMiB: process.memoryUsage().rss / 2 ** 20,
     };
@@ -205,6 +210,9 @@ console.log(
 );
 const sqlite = results.find((result) => result.engine === 'sqlite');
 if (sqlite)
-  console.log(`\ntarget ≥ 5,000/s with SQLite: ${sqlite.decisionsPerSecond >= 5_000 ? 'met' : 'NOT met'}`);
+  console.log(
+    `target ≥ 5,000/s with SQLite on one core: ${sqlite.decisionsPerSecond >= 5_000 ? 'met' : 'NOT met'} ` +
+      `(${sqlite.decisionsPerSecond.toFixed(0)}/s measured, ${sqlite.decisionsPerCpuSecond.toFixed(0)} per CPU-second)`,
+  );
 if (opts.json)
   writeFileSync(opts.json, `${JSON.stringify({ ed25519VerifyMicros: verifyMicros, results }, null, 2)}\n`);

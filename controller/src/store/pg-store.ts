@@ -970,7 +970,8 @@ export class PgStore implements Store {
         if (client !== next) return;
         client = undefined;
         next.end().catch(() => {});
-        if (!closed) retry = setTimeout(() => void connect().catch(lost), LISTEN_RETRY_MS);
+        // A failed attempt calls this again itself, which schedules the next one.
+        if (!closed) retry = setTimeout(() => void connect().catch(() => {}), LISTEN_RETRY_MS);
         // Something may have been appended while no one listened.
         listener();
       };
@@ -990,7 +991,13 @@ export class PgStore implements Store {
       if (closed) await next.end().catch(() => {});
     };
     // The first connection must work: a controller that cannot listen should say so at start.
-    await connect();
+    try {
+      await connect();
+    } catch (error) {
+      closed = true;
+      clearTimeout(retry);
+      throw error;
+    }
     const watch: AuditWatch = {
       pollMs: this.#auditPollMs,
       close: async () => {
