@@ -206,15 +206,30 @@ export function sessionProofs(options: SessionRigOptions): void {
       const output = LineReader.ofChild('psql', session);
       session.stdin!.write('select 1;\n');
       await output.waitFor(/^1$/, 15_000);
+      // erin has not knocked for db yet: her first knock comes while the controller is away.
+      const erin = await connect('erin', 'db');
       const controller = rig.controllers.at(-1)!; // the one the gateway is linked to
       const linkLost = rig.gateway.logs.length;
       await controller.kill9();
       await rig.gateway.waitForLog((line) => /controller link lost/.test(String(line.msg)), 60_000, linkLost);
       session.stdin!.write('select 2;\n');
       await output.waitFor(/^2$/, 10_000);
+      // failMode cached (the default): the gateway decides from the policy the controller signed.
+      const offline = await psql(erin.port, 'select 5');
+      assert.equal(offline.stdout.trim(), '5', offline.stderr);
+      assert.ok(
+        rig.gateway.logs
+          .slice(linkLost)
+          .some((line) => line.msg === 'pinhole opened' && line.decidedBy === 'cache'),
+        'decided from the cached policy',
+      );
       const relinked = rig.gateway.logs.length;
       await controller.launch();
       await rig.gateway.waitForLog((line) => line.msg === 'linked to the controller', 30_000, relinked);
+      // The session opened meanwhile reaches the controller's audit log once the link is back.
+      for (let i = 0; i < 50 && !JSON.stringify(await audit()).includes('gateway-cache'); i++)
+        await sleep(100);
+      assert.match(JSON.stringify(await audit()), /gateway-cache/);
       session.stdin!.write('select 3;\n');
       await output.waitFor(/^3$/, 10_000);
       session.stdin!.end();
