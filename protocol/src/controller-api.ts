@@ -82,17 +82,42 @@ export function checkControllerIdentity(host: string, certificate: PeerCertifica
 
 /** One POST over TLS that trusts only `caPem`, checks the host name, and insists on the controller's certificate. */
 export function postJson(url: URL, caPem: string, body: unknown): Promise<unknown> {
-  const payload = Buffer.from(JSON.stringify(body));
+  return controllerRequest(url, { method: 'POST', ca: caPem, body });
+}
+
+export interface ControllerRequest {
+  method: 'GET' | 'POST';
+  /** The only trust: the controller's CA. */
+  ca: string;
+  /** An enrolled device's or gateway's TLS key and certificate, for the API that needs them. */
+  key?: string;
+  cert?: string;
+  body?: unknown;
+}
+
+/**
+ * One JSON request to the controller over TLS 1.3, trusting only its CA and insisting on the
+ * controller's own certificate; rejects with ControllerApiError saying what went wrong.
+ */
+export function controllerRequest(url: URL, options: ControllerRequest): Promise<unknown> {
+  const { method, body } = options;
+  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
     const req = request(
       url,
       {
-        method: 'POST',
-        ca: caPem,
+        method,
+        ca: options.ca,
+        key: options.key,
+        cert: options.cert,
         checkServerIdentity: checkControllerIdentity,
         minVersion: 'TLSv1.3',
         timeout: TIMEOUT_MS,
-        headers: { 'content-type': 'application/json', 'content-length': payload.length },
+        // A fresh connection each time: a renewed certificate must be the one presented.
+        agent: false,
+        headers: payload
+          ? { 'content-type': 'application/json', 'content-length': payload.length }
+          : { accept: 'application/json' },
       },
       (response) => {
         const chunks: Buffer[] = [];
@@ -117,7 +142,7 @@ export function postJson(url: URL, caPem: string, body: unknown): Promise<unknow
           if (response.statusCode !== 200)
             reject(
               new ControllerApiError(
-                `the controller refused: ${typeof parsed.error === 'string' ? parsed.error : response.statusCode}`,
+                `the controller refused: ${typeof parsed?.error === 'string' ? parsed.error : `status ${response.statusCode}`}`,
               ),
             );
           else resolve(parsed);

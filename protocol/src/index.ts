@@ -1,7 +1,14 @@
 // @umbra/protocol: the wire formats every Umbra program shares.
 
 export { ipAddressFromBytes, ipAddressToBytes } from './address.ts';
-export { ControllerApiError, checkControllerIdentity, fetchPinnedCa, postJson } from './controller-api.ts';
+export {
+  ControllerApiError,
+  type ControllerRequest,
+  checkControllerIdentity,
+  controllerRequest,
+  fetchPinnedCa,
+  postJson,
+} from './controller-api.ts';
 export { CertificateRequestError, type CertificateRequestOptions, createCertificateRequest } from './csr.ts';
 export {
   beginEnrollment,
