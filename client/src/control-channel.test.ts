@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { createServer, type Socket, connect as tcpConnect } from 'node:net';
 import { test } from 'node:test';
 import type { TLSSocket } from 'node:tls';
+import { encodeControlFrame } from '@umbra/protocol';
 import { decode } from 'cbor-x';
-import { ControlChannel, encodeControlFrame, reconnectDelayMs } from './control-channel.ts';
+import { ControlChannel, reconnectDelayMs } from './control-channel.ts';
 
 test('a control frame is a 4-byte big-endian length and a CBOR map { posture }', () => {
   const frame = encodeControlFrame({ posture: { os: 'debian', disk_encryption: true } });

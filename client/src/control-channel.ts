@@ -1,32 +1,16 @@
 // The control channel to the gateway (ALPN umbra-control/1): while `umbra connect` runs it keeps
 // one connection open and re-reports this device's posture on it, so a device that falls out of
 // compliance loses its tunnels without knocking again. Frames are a 4-byte big-endian length and a
-// CBOR map { posture: {...} } of at most 4 KiB; the gateway reads them in
-// services/spa-gateway/src/tunnel/control-frame.ts and takes at most one per 5 s.
+// CBOR map { posture: {...} } of at most 4 KiB (protocol/src/tunnel-control.ts); the gateway takes
+// at most one per 5 s.
 
 import type { TLSSocket } from 'node:tls';
-import { Encoder } from 'cbor-x';
+import { encodeControlFrame } from '@umbra/protocol';
 import type { Posture } from './posture/linux.ts';
 
-export const MAX_CONTROL_FRAME_BYTES = 4096;
 export const POSTURE_INTERVAL_MS = 60_000;
 const RECONNECT_MIN_MS = 1_000;
 const RECONNECT_MAX_MS = 60_000;
-
-const encoder = new Encoder({ useRecords: false, pack: false, tagUint8Array: false, mapsAsObjects: true });
-
-export function encodeControlFrame(frame: { posture: Posture }): Buffer {
-  const body = encoder.encode(frame);
-  if (body.length > MAX_CONTROL_FRAME_BYTES) {
-    throw new Error(
-      `a posture report of ${body.length} bytes exceeds the control channel's ${MAX_CONTROL_FRAME_BYTES}`,
-    );
-  }
-  const framed = Buffer.allocUnsafe(4 + body.length);
-  framed.writeUInt32BE(body.length, 0);
-  framed.set(body, 4);
-  return framed;
-}
 
 /** The wait before reconnect attempt `failures` (1, 2, ...): doubling from 1 s, at most a minute. */
 export function reconnectDelayMs(failures: number): number {

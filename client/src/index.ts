@@ -1,5 +1,5 @@
 export { type ConnectOptions, type RunningConnect, startConnect } from './connect.ts';
-export { ControlChannel, encodeControlFrame, reconnectDelayMs } from './control-channel.ts';
+export { ControlChannel, reconnectDelayMs } from './control-channel.ts';
 export { fetchServiceRoute, requestRenewal, type ServiceRoute } from './controller-client.ts';
 export { type Device, DeviceError, loadDevice, type TlsCredentials, validityOf } from './device.ts';
 export { EnrollError, type Enrollment, enrollDevice, readEnrollment } from './enroll.ts';

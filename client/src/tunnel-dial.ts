@@ -7,12 +7,7 @@
 import { connect, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { TlsCredentials } from './device.ts';
 
-export const CONTROL_ALPN = 'umbra-control/1';
-export const SERVICE_ALPN_PREFIX = 'umbra-svc/';
-
-export function serviceAlpn(service: string): string {
-  return `${SERVICE_ALPN_PREFIX}${service}`;
-}
+export { CONTROL_ALPN, SERVICE_ALPN_PREFIX, serviceAlpn } from '@umbra/protocol';
 
 /** checkServerIdentity for a gateway: its certificate must name exactly umbra://gateway/<name>. */
 export function gatewayIdentityCheck(gatewayName: string) {

@@ -129,3 +129,13 @@ export {
   spaMac1,
   verifyKnockSignature,
 } from './spa.ts';
+export {
+  CONTROL_ALPN,
+  type ControlFrame,
+  ControlFrameError,
+  ControlFrameReader,
+  encodeControlFrame,
+  MAX_CONTROL_FRAME_BYTES,
+  SERVICE_ALPN_PREFIX,
+  serviceAlpn,
+} from './tunnel-control.ts';

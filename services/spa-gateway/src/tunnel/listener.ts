@@ -10,9 +10,9 @@
 
 import { connect as connectTcp, type Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { CONTROL_ALPN, ControlFrameReader, SERVICE_ALPN_PREFIX } from '@umbra/protocol';
 import type { Logger } from 'pino';
 import { canonicalSource } from '../firewall/index.ts';
-import { CONTROL_ALPN, ControlFrameReader, SERVICE_ALPN_PREFIX } from './control-frame.ts';
 import type { Grant, GrantRemoval, Grants } from './grants.ts';
 import { type PeerIdentity, peerIdentityOf } from './peer-identity.ts';
 import { RefusalLog } from './refusal-log.ts';

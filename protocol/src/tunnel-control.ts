@@ -1,7 +1,7 @@
 // The tunnel's control channel: a TLS connection with ALPN umbra-control/1 on which the client
 // re-reports its posture while its tunnels are up. Each frame is a 4-byte big-endian length and
-// one CBOR map `{ posture: { claim: value, ... } }`, claims as in a knock. The client's side of
-// this format is client/src/control-channel.ts.
+// one CBOR map `{ posture: { claim: value, ... } }`, claims as in a knock. The client writes these
+// (client/src/control-channel.ts); the gateway's tunnel listener reads them.
 
 import { Decoder, Encoder } from 'cbor-x';
 import { z } from 'zod';
@@ -9,6 +9,11 @@ import { z } from 'zod';
 export const CONTROL_ALPN = 'umbra-control/1';
 /** A tunnel's ALPN protocol is this prefix and the service name. */
 export const SERVICE_ALPN_PREFIX = 'umbra-svc/';
+
+/** The ALPN protocol a tunnel to `service` offers. */
+export function serviceAlpn(service: string): string {
+  return `${SERVICE_ALPN_PREFIX}${service}`;
+}
 export const MAX_CONTROL_FRAME_BYTES = 4096;
 const LENGTH_BYTES = 4;
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { encode } from 'cbor-x';
-import { ControlFrameReader, encodeControlFrame, MAX_CONTROL_FRAME_BYTES } from './control-frame.ts';
+import { ControlFrameReader, encodeControlFrame, MAX_CONTROL_FRAME_BYTES } from './tunnel-control.ts';
 
 const frame = { posture: { os: 'debian-12', diskEncrypted: true, kernel: 6 } };
 
