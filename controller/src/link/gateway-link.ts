@@ -196,7 +196,10 @@ export class GatewayLink {
     const now = clock();
     await store.recordGatewayConnected(this.gateway, endpoint, now);
     this.#connectedAt = now;
-    const view = await views.ready();
+    // A snapshot's version is the audit log's head when it is made, so versions only grow whichever
+    // controller a gateway links to next (knocks move the head too, and another controller may have
+    // loaded its view later than this one); the view is brought up to that head first.
+    const view = await views.invalidate(await store.lastAuditSeq());
     const snapshot = buildSnapshot(view, this.gateway, this.#context.timeZone, now);
     const signed = signSnapshot(snapshot, this.#context.policySigningKey);
     if (!this.send({ t: 'snapshot', payload: signed.payload, signature: signed.signature })) {

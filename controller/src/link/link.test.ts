@@ -150,6 +150,23 @@ describe('hello and the snapshot', () => {
   });
 });
 
+describe('snapshot versions', () => {
+  test('a later hello gets a later version, even when only knocks moved the audit log on', async () => {
+    const first = await helloLink(controller, branch);
+    const before = opened(first.snapshot).version;
+    await authorize(first.link, knockBytes(alice, branch, { access: 'tcp/22' }));
+    await first.link.close();
+    const second = await helloLink(controller, branch);
+    try {
+      const after = opened(second.snapshot).version;
+      assert.ok(after > before, `version ${after} after ${before}`);
+      assert.equal(after, await controller.data.store.lastAuditSeq());
+    } finally {
+      await second.link.close();
+    }
+  });
+});
+
 describe('authorize', () => {
   let link: TestLink;
   before(async () => {

@@ -230,7 +230,7 @@ export class PolicyViews {
     return this.#loading ?? this.#reload();
   }
 
-  /** The audit log reached `version` with a change; resolves to a view that holds it. */
+  /** The audit log reached `version` (with a change, or just so); resolves to a view at least that new. */
   invalidate(version: number): Promise<PolicyView> {
     if (version > this.#wanted) this.#wanted = version;
     return this.#loading ?? this.#reload();
@@ -238,6 +238,9 @@ export class PolicyViews {
 
   #reload(): Promise<PolicyView> {
     const loading = (async () => {
+      // Yield first, so #loading is set before the loop can end: the check that ends it and the
+      // clearing of #loading then happen in one step, and no request for a newer view falls between.
+      await null;
       try {
         while (this.#view.version < this.#wanted) {
           const target = this.#wanted;
