@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { parseCommand, parseDuration, pickCommand, required, UsageError } from './index.ts';
 
@@ -41,4 +42,22 @@ test('pickCommand takes the longest command, and says which is unknown', () => {
   });
   assert.deepEqual(pickCommand(['audit'], 'U', commands), { command: 'audit', args: [] });
   assert.throws(() => pickCommand(['gateway', 'list'], 'U', commands), /unknown command "gateway list"/);
+});
+
+test('runCli exits only after a slow reader has had all of stdout', () => {
+  // 200 KB, three times a pipe's buffer, into a pipe whose reader starts 300 ms late.
+  const script = `import { runCli } from ${JSON.stringify(new URL('./index.ts', import.meta.url).href)};
+runCli('t', async () => { for (let i = 0; i < 2000; i++) process.stdout.write('x'.repeat(99) + '\\n'); return 3; });`;
+  const result = spawnSync(
+    'sh',
+    [
+      '-c',
+      '{ "$0" --input-type=module -e "$1"; echo "exit $?" >&2; } | (sleep 0.3; wc -c)',
+      process.execPath,
+      script,
+    ],
+    { encoding: 'utf8' },
+  );
+  assert.equal(result.stdout.trim(), '200000');
+  assert.equal(result.stderr.trim(), 'exit 3');
 });

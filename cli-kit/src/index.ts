@@ -58,13 +58,30 @@ export function runCli(
   inputErrors: ReadonlyArray<abstract new (...args: never[]) => Error> = [],
 ): void {
   main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
+    (code) => exitWhenFlushed(code),
     (error: unknown) => {
       process.stderr.write(`${program}: ${error instanceof Error ? error.message : String(error)}\n`);
       const input = error instanceof UsageError || inputErrors.some((kind) => error instanceof kind);
-      process.exit(input ? 2 : 1);
+      exitWhenFlushed(input ? 2 : 1);
     },
   );
+}
+
+/**
+ * Exits with `code` once everything written to stdout and stderr has been handed to them. A pipe
+ * whose reader is behind takes writes asynchronously, and process.exit() alone drops what is still
+ * queued: `umbra-controller audit` piped to a busy reader lost its last entries.
+ */
+function exitWhenFlushed(code: number): void {
+  process.exitCode = code;
+  let waiting = 2;
+  // A write's callback runs after every write queued before it (or with the stream's error).
+  const flushed = () => {
+    waiting--;
+    if (waiting === 0) process.exit(code);
+  };
+  process.stdout.write('', flushed);
+  process.stderr.write('', flushed);
 }
 
 /**
