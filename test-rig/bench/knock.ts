@@ -22,8 +22,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { loadIdentityFile } from '@umbra/client';
 import { decodeKey, sealKnock } from '@umbra/protocol';
-import { loadIdentityFile } from '../../client/src/identity.ts';
 import {
   buildFwknopPacket,
   createClientIdentity,

@@ -28,8 +28,8 @@ import {
   TLS_CERT_FILE,
   TLS_KEY_FILE,
 } from '@umbra/protocol';
+import { enrollGateway } from '@umbra/spa-gateway';
 import WebSocket from 'ws';
-import { enrollGateway } from '../../services/spa-gateway/src/enroll.ts';
 
 export interface FleetConfig {
   /** One gateway token each, from `umbra-controller gateway token create`. */

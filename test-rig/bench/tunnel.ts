@@ -24,7 +24,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createTestPki } from '../../services/spa-gateway/src/tunnel/testdata/pki.ts';
+import { createTestPki } from '@umbra/spa-gateway/testing';
 import { type Host, LineReader, Topology } from '../src/index.ts';
 import { cpuMeter, percentile, residentMiB } from './measure.ts';
 
