@@ -127,6 +127,7 @@ export {
   SpaReceiver,
   sealKnock,
   spaMac1,
+  verifyDecodedKnockSignature,
   verifyKnockSignature,
 } from './spa.ts';
 export {

@@ -104,8 +104,22 @@ export function verifyKnockSignature(
   identityPublicKey: KeyObject,
 ): boolean {
   if (identityPublicKey.asymmetricKeyType !== 'ed25519' || identityPublicKey.type !== 'public') return false;
-  if (signature.length !== SIGNATURE_BYTES || gatewayKeyId.length !== ID_BYTES) return false;
   if (body.length > SPA_MAX_PACKET_BYTES || decodeKnockBody(Buffer.from(body)) === null) return false;
+  return verifyDecodedKnockSignature(body, signature, gatewayKeyId, identityPublicKey);
+}
+
+/**
+ * verifyKnockSignature for a caller that already holds the body from decodeSealedKnock and an
+ * Ed25519 public KeyObject it made itself: the controller's hot path, which must not decode each
+ * knock twice.
+ */
+export function verifyDecodedKnockSignature(
+  body: Uint8Array,
+  signature: Uint8Array,
+  gatewayKeyId: Uint8Array,
+  identityPublicKey: KeyObject,
+): boolean {
+  if (signature.length !== SIGNATURE_BYTES || gatewayKeyId.length !== ID_BYTES) return false;
   try {
     return verify(null, signedMessage(gatewayKeyId, body), identityPublicKey, signature);
   } catch {

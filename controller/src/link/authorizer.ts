@@ -17,7 +17,7 @@ import {
   decodeSealedKnock,
   ipAddressToBytes,
   type Knock,
-  verifyKnockSignature,
+  verifyDecodedKnockSignature,
 } from '@umbra/protocol';
 import type { GatewayEndpoint } from '../store/index.ts';
 import type { DecisionLog } from './decision-log.ts';
@@ -222,7 +222,7 @@ export class Authorizer {
     const keyId = knock.identityId.toString('hex');
     const identity = view.identitiesByKeyId.get(keyId);
     if (identity?.publicKey == null) return { ok: false, reason: `unknown identity key id ${keyId}`, knock };
-    if (!verifyKnockSignature(decoded.body, decoded.signature, gateway.keyId, identity.publicKey))
+    if (!verifyDecodedKnockSignature(decoded.body, decoded.signature, gateway.keyId, identity.publicKey))
       return { ok: false, reason: `signature: does not verify for gateway ${gatewayName}`, knock, identity };
     return { ok: true, knock, identity, gateway };
   }
