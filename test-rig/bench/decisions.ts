@@ -20,11 +20,12 @@
 //          --json FILE
 
 import { generateKeyPairSync, sign, verify } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { startTestPostgres, type TestPostgres, testing } from '@umbra/controller';
 import type { DecisionMessage } from '@umbra/protocol';
 import { percentile } from './measure.ts';
+import { printHelpAndExit } from './options.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -36,14 +37,7 @@ const { values: opts } = parseArgs({
     help: { type: 'boolean', short: 'h' },
   },
 });
-if (opts.help) {
-  console.log(
-    readFileSync(new URL(import.meta.url), 'utf8')
-      .split('\n\n')[0]!
-      .replace(/^\/\/ ?/gm, ''),
-  );
-  process.exit(0);
-}
+if (opts.help) printHelpAndExit(import.meta.url);
 
 const KNOCKS = positive('knocks');
 const IDENTITIES = positive('identities');

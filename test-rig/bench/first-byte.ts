@@ -26,6 +26,7 @@ import { LineReader } from '../src/lines.ts';
 import { BACKEND_ADDRESS, BACKEND_PORT, buildSessionRig } from '../src/session-rig.ts';
 import { TOOL_ENV } from '../src/umbra.ts';
 import { percentile, residentMiB } from './measure.ts';
+import { printHelpAndExit, wholeOption } from './options.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -36,20 +37,13 @@ const { values: opts } = parseArgs({
     help: { type: 'boolean', short: 'h' },
   },
 });
-if (opts.help) {
-  console.log(
-    readFileSync(new URL(import.meta.url), 'utf8')
-      .split('\n\n')[0]!
-      .replace(/^\/\/ ?/gm, ''),
-  );
-  process.exit(0);
-}
+if (opts.help) printHelpAndExit(import.meta.url);
 
 /** Sources 192.0.2.40 … 192.0.2.239: clear of the rig's hosts (.10 upwards, one per host). */
 const FIRST_SOURCE_OCTET = 40;
 const MAX_KNOCKS = 200;
-const KNOCKS = whole('knocks', opts.knocks ?? (opts.quick ? '50' : '200'), 1, MAX_KNOCKS);
-const SPACING_MS = whole('spacing', opts.spacing!, 10, 1_000);
+const KNOCKS = wholeOption('knocks', opts.knocks ?? (opts.quick ? '50' : '200'), 1, MAX_KNOCKS);
+const SPACING_MS = wholeOption('spacing', opts.spacing!, 10, 1_000);
 /** The client's samples must finish within this, or it is stopped. */
 const CLIENT_LIMIT_MS = 120_000;
 const FLOOR_SAMPLES = 50;
@@ -57,15 +51,6 @@ const CLIENT_SCRIPT = new URL('./first-byte-client.ts', import.meta.url).pathnam
 
 /** Other work on the machine shows in every figure here: it is reported with them. */
 const LOAD_AT_START = loadavg()[0]!;
-
-function whole(name: string, text: string, min: number, max: number): number {
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    console.error(`--${name} ${text}: expected a whole number from ${min} to ${max}`);
-    process.exit(2);
-  }
-  return value;
-}
 
 interface Sample {
   sample: number;
@@ -95,16 +80,7 @@ async function main(): Promise<void> {
   const rig = await buildSessionRig({ storage: 'sqlite' });
   try {
     const { admin } = rig;
-    await admin.admin(
-      'service',
-      'add',
-      '--name',
-      'db',
-      '--gateway',
-      'branch1',
-      '--backend',
-      `${BACKEND_ADDRESS}:${BACKEND_PORT}`,
-    );
+    await rig.addDatabaseService();
     const device = await rig.enrollDevice('fb', ['staff']);
     await admin.admin('policy', 'add', '--group', 'staff', '--service', 'db', '--ttl', '30s');
 

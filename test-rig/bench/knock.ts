@@ -18,7 +18,7 @@
 // Options: --knocks N  --flood-rate R  --flood-seconds S  --only umbra|fwknop  --json FILE
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -39,6 +39,7 @@ import {
   Topology,
 } from '../src/index.ts';
 import { cpuMeter, percentile, residentMiB } from './measure.ts';
+import { printHelpAndExit } from './options.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -50,14 +51,7 @@ const { values: opts } = parseArgs({
     help: { type: 'boolean', short: 'h' },
   },
 });
-if (opts.help) {
-  console.log(
-    readFileSync(new URL(import.meta.url), 'utf8')
-      .split('\n\n')[0]!
-      .replace(/^\/\/ ?/gm, ''),
-  );
-  process.exit(0);
-}
+if (opts.help) printHelpAndExit(import.meta.url);
 const KNOCKS = boundedInt('knocks', opts.knocks!, 1, 1000);
 const FLOOD_RATE = boundedInt('flood-rate', opts['flood-rate']!, 1, 1_000_000);
 const FLOOD_SECONDS = boundedInt('flood-seconds', opts['flood-seconds']!, 1, 60);

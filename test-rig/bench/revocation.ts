@@ -24,16 +24,10 @@ import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { LineReader } from '../src/lines.ts';
-import {
-  BACKEND_ADDRESS,
-  BACKEND_PORT,
-  buildSessionRig,
-  CONTROLLER_NAME,
-  CONTROLLER_PORT,
-  type SessionRig,
-} from '../src/session-rig.ts';
-import { CLIENT_BIN, TOOL_ENV } from '../src/umbra.ts';
+import { buildSessionRig, CONTROLLER_NAME, CONTROLLER_PORT, type SessionRig } from '../src/session-rig.ts';
+import { TOOL_ENV } from '../src/umbra.ts';
 import { percentile, residentMiB } from './measure.ts';
+import { printHelpAndExit, wholeOption } from './options.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -45,17 +39,10 @@ const { values: opts } = parseArgs({
     help: { type: 'boolean', short: 'h' },
   },
 });
-if (opts.help) {
-  console.log(
-    readFileSync(new URL(import.meta.url), 'utf8')
-      .split('\n\n')[0]!
-      .replace(/^\/\/ ?/gm, ''),
-  );
-  process.exit(0);
-}
+if (opts.help) printHelpAndExit(import.meta.url);
 
-const RUNS = whole('runs', opts.runs ?? (opts.quick ? '8' : '25'), 1, 200);
-const GATEWAYS = whole('gateways', opts.gateways!, 0, 500);
+const RUNS = wholeOption('runs', opts.runs ?? (opts.quick ? '8' : '25'), 1, 200);
+const GATEWAYS = wholeOption('gateways', opts.gateways!, 0, 500);
 const STORAGE = opts.storage === 'postgres' ? 'postgres' : 'sqlite';
 if (opts.storage !== 'sqlite' && opts.storage !== 'postgres') {
   console.error(`--storage ${opts.storage}: expected sqlite or postgres`);
@@ -75,15 +62,6 @@ const FIRST_LOCAL_PORT = 16_000;
 
 /** Other work on the machine shows in every figure here: it is reported with them. */
 const LOAD_AT_START = loadavg()[0]!;
-
-function whole(name: string, text: string, min: number, max: number): number {
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    console.error(`--${name} ${text}: expected a whole number from ${min} to ${max}`);
-    process.exit(2);
-  }
-  return value;
-}
 
 const epochMs = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -153,16 +131,7 @@ async function main(): Promise<void> {
   try {
     console.log(`  rig up in ${((performance.now() - wallStart) / 1000).toFixed(1)} s`);
     const { admin } = rig;
-    await admin.admin(
-      'service',
-      'add',
-      '--name',
-      'db',
-      '--gateway',
-      'branch1',
-      '--backend',
-      `${BACKEND_ADDRESS}:${BACKEND_PORT}`,
-    );
+    await rig.addDatabaseService();
 
     const setup = performance.now();
     const names = Array.from({ length: RUNS }, (_, i) => `rev${i}`);
@@ -233,14 +202,12 @@ async function main(): Promise<void> {
       }
       const name = names[i]!;
       const port = FIRST_LOCAL_PORT + i;
-      const connect = client.spawn(
-        [CLIENT_BIN, 'connect', 'db', '--listen', `127.0.0.1:${port}`, '--dir', devices[i]!],
-        { env: TOOL_ENV },
-      );
-      children.push(connect);
-      const connectOut = LineReader.ofChild(`umbra connect ${name}`, connect);
+      let connect: ChildProcess | undefined;
       try {
-        await connectOut.waitFor(/reachable at/, 15_000);
+        const forward = await rig.startConnect(devices[i]!, 'db', port);
+        connect = forward.child;
+        children.push(connect);
+        const connectOut = forward.output;
         const mark = probeOut.count;
         probe.stdin!.write(`${JSON.stringify({ open: i, port })}\n`);
         const opened = await waitJson(probeOut, 'opened', i, 20_000, mark).catch(() => null);
@@ -309,7 +276,7 @@ async function main(): Promise<void> {
       } catch (error) {
         failures.push(`${name}: ${(error as Error).message.split('\n')[0]}`);
       } finally {
-        await stop(connect);
+        if (connect) await stop(connect);
       }
     }
 

@@ -27,6 +27,7 @@ import { parseArgs } from 'node:util';
 import { createTestPki } from '@umbra/spa-gateway/testing';
 import { type Host, LineReader, Topology } from '../src/index.ts';
 import { cpuMeter, percentile, residentMiB } from './measure.ts';
+import { printHelpAndExit } from './options.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -39,14 +40,7 @@ const { values: opts } = parseArgs({
     help: { type: 'boolean', short: 'h' },
   },
 });
-if (opts.help) {
-  console.log(
-    readFileSync(new URL(import.meta.url), 'utf8')
-      .split('\n\n')[0]!
-      .replace(/^\/\/ ?/gm, ''),
-  );
-  process.exit(0);
-}
+if (opts.help) printHelpAndExit(import.meta.url);
 
 function boundedNumber(name: string, text: string | undefined, fallback: number, min: number, max: number) {
   if (text === undefined) return fallback;

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { LineReader } from './lines.ts';
 import { nmapScan } from './scan.ts';
 import { BACKEND_ADDRESS, BACKEND_PORT, buildSessionRig, type SessionRig } from './session-rig.ts';
-import { CLIENT_BIN, TOOL_ENV } from './umbra.ts';
+import { TOOL_ENV } from './umbra.ts';
 
 const { values } = parseArgs({ options: { help: { type: 'boolean', short: 'h' } }, strict: true });
 if (values.help) {
@@ -80,11 +80,7 @@ async function main(): Promise<void> {
 
   const client = rig.topology.host('client');
   const forward = async (dir: string, port: number) => {
-    const child = client.spawn([CLIENT_BIN, 'connect', 'db', '--listen', `127.0.0.1:${port}`, '--dir', dir], {
-      env: TOOL_ENV,
-    });
-    children.push(child);
-    await LineReader.ofChild('umbra connect', child).waitFor(/reachable at/, 15_000);
+    children.push((await rig!.startConnect(dir, 'db', port)).child);
   };
   const psql = (port: number, sql: string) =>
     client.exec(

@@ -5,7 +5,6 @@
 // live sessions through a controller crash and relinks by itself when it returns.
 
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { LineReader } from './lines.ts';
 import { startTcpServer, tcpConnect } from './net.ts';
@@ -16,36 +15,24 @@ import {
   buildSessionRig,
   type SessionRig,
   type SessionRigOptions,
+  type UmbraConnect,
 } from './session-rig.ts';
-import { CLIENT_BIN, TOOL_ENV } from './umbra.ts';
+import { TOOL_ENV } from './umbra.ts';
 
 const REVOCATION_LIMIT_MS = 1_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-interface Connect {
-  child: ChildProcess;
-  output: LineReader;
-  port: number;
-}
-
 export function sessionProofs(options: SessionRigOptions): void {
   let rig: SessionRig;
   const devices = new Map<string, string>();
-  const connects: Connect[] = [];
+  const connects: UmbraConnect[] = [];
   let nextPort = 15_432;
 
   const client = () => rig.topology.host('client');
 
   /** `umbra connect SERVICE --listen 127.0.0.1:PORT` on the client, ready when it says so. */
-  async function connect(device: string, service: string): Promise<Connect> {
-    const port = nextPort++;
-    const child = client().spawn(
-      [CLIENT_BIN, 'connect', service, '--listen', `127.0.0.1:${port}`, '--dir', devices.get(device)!],
-      { env: TOOL_ENV },
-    );
-    const output = LineReader.ofChild(`umbra connect ${device}`, child);
-    await output.waitFor(/reachable at/, 15_000);
-    const handle = { child, output, port };
+  async function connect(device: string, service: string): Promise<UmbraConnect> {
+    const handle = await rig.startConnect(devices.get(device)!, service, nextPort++);
     connects.push(handle);
     return handle;
   }
@@ -69,16 +56,7 @@ export function sessionProofs(options: SessionRigOptions): void {
   before(async () => {
     rig = await buildSessionRig(options);
     const { admin } = rig;
-    await admin.admin(
-      'service',
-      'add',
-      '--name',
-      'db',
-      '--gateway',
-      'branch1',
-      '--backend',
-      `${BACKEND_ADDRESS}:${BACKEND_PORT}`,
-    );
+    await rig.addDatabaseService();
     // Enrolling first: a token names the device's groups, which makes them.
     devices.set('alice', await rig.enrollDevice('alice', ['staff']));
     devices.set('bob', await rig.enrollDevice('bob', ['contractors']));

@@ -11,11 +11,13 @@
 // to one name, controller.umbra.test, which each host resolves through its own /etc/netns hosts
 // file — how the test sends the gateway to one controller and the client to the other.
 
+import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestPostgres, type TestPostgres } from '@umbra/controller';
 import { CONTROLLER_BIN, ControllerProcess } from './controller.ts';
+import { LineReader } from './lines.ts';
 import type { Host } from './topology.ts';
 import { Topology } from './topology.ts';
 import { CLIENT_BIN, GATEWAY_BIN, GatewayProcess, TOOL_ENV } from './umbra.ts';
@@ -25,12 +27,19 @@ export const CONTROLLER_PORT = 8444;
 export const BACKEND_ADDRESS = '198.51.100.2';
 const GATEWAY_BACKEND_ADDRESS = '198.51.100.1';
 export const BACKEND_PORT = 5432;
+const CONNECT_READY_MS = 15_000;
 
 export interface SessionRigOptions {
   /** `postgres`: the controllers' records in a PostgreSQL on ctl, and a second controller on ctl2. */
   storage: 'sqlite' | 'postgres';
   /** Extra gateway settings (e.g. controller.failMode). */
   gatewaySettings?: Record<string, unknown>;
+}
+
+export interface UmbraConnect {
+  child: ChildProcess;
+  output: LineReader;
+  port: number;
 }
 
 export interface SessionRig {
@@ -44,6 +53,10 @@ export interface SessionRig {
   storage?: TestPostgres;
   /** Enrolls a device on the client host; returns its directory. */
   enrollDevice(name: string, groups: string[]): Promise<string>;
+  /** `service add`: the service NAME (default db) is the backend's PostgreSQL, through the gateway, tunnel mode. */
+  addDatabaseService(name?: string): Promise<void>;
+  /** `umbra connect SERVICE --listen 127.0.0.1:PORT --dir DEVICE` on the client host, once it says it listens. */
+  startConnect(device: string, service: string, port: number): Promise<UmbraConnect>;
   destroy(): Promise<void>;
 }
 
@@ -158,7 +171,42 @@ export async function buildSessionRig(options: SessionRigOptions): Promise<Sessi
       return device;
     };
 
-    return { topology, dir, controllers, admin, gateway, backend, storage, enrollDevice, destroy };
+    const addDatabaseService = async (name = 'db'): Promise<void> => {
+      await admin.admin(
+        'service',
+        'add',
+        '--name',
+        name,
+        '--gateway',
+        'branch1',
+        '--backend',
+        `${BACKEND_ADDRESS}:${BACKEND_PORT}`,
+      );
+    };
+
+    const startConnect = async (device: string, service: string, port: number): Promise<UmbraConnect> => {
+      const child = client.spawn(
+        [CLIENT_BIN, 'connect', service, '--listen', `127.0.0.1:${port}`, '--dir', device],
+        { env: TOOL_ENV },
+      );
+      const output = LineReader.ofChild(`umbra connect ${service} (${device})`, child);
+      await output.waitFor(/reachable at/, CONNECT_READY_MS);
+      return { child, output, port };
+    };
+
+    return {
+      topology,
+      dir,
+      controllers,
+      admin,
+      gateway,
+      backend,
+      storage,
+      enrollDevice,
+      addDatabaseService,
+      startConnect,
+      destroy,
+    };
   } catch (error) {
     await destroy();
     throw error;
