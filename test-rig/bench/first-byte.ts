@@ -142,16 +142,7 @@ async function main(): Promise<void> {
       gateway: rig.gateway.pid ? residentMiB(rig.gateway.pid).rss : Number.NaN,
     };
     // Anything the gateway and controller(s) complained of meanwhile, shown with the figures.
-    const complaints = [
-      ...rig.gateway.logs
-        .filter((line) => Number(line.level) >= 40)
-        .map((line) => `gateway: ${JSON.stringify(line)}`),
-      ...rig.controllers.flatMap((controller) =>
-        (controller.output?.lines() ?? [])
-          .filter((line) => Number(jsonLine(line)?.level) >= 40)
-          .map((line) => `controller: ${line}`),
-      ),
-    ];
+    const complaints = rig.complaints();
     if (complaints.length > 0)
       console.log(
         `warnings and errors logged (${complaints.length}):\n  ${complaints.slice(0, 8).join('\n  ')}`,

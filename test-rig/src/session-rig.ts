@@ -28,6 +28,17 @@ export const BACKEND_ADDRESS = '198.51.100.2';
 const GATEWAY_BACKEND_ADDRESS = '198.51.100.1';
 export const BACKEND_PORT = 5432;
 const CONNECT_READY_MS = 15_000;
+/** pino's level for warn; error and fatal are above it. */
+const WARN_LEVEL = 40;
+
+/** The level of a pino JSON line, or NaN for any other line. */
+function pinoLevel(line: string): number {
+  try {
+    return Number((JSON.parse(line) as { level?: unknown }).level);
+  } catch {
+    return Number.NaN;
+  }
+}
 
 export interface SessionRigOptions {
   /** `postgres`: the controllers' records in a PostgreSQL on ctl, and a second controller on ctl2. */
@@ -55,6 +66,8 @@ export interface SessionRig {
   enrollDevice(name: string, groups: string[]): Promise<string>;
   /** `service add`: the service NAME (default db) is the backend's PostgreSQL, through the gateway, tunnel mode. */
   addDatabaseService(name?: string): Promise<void>;
+  /** Warnings and errors the gateway and the controllers logged so far, a line each, for reports. */
+  complaints(): string[];
   /** `umbra connect SERVICE --listen 127.0.0.1:PORT --dir DEVICE` on the client host, once it says it listens. */
   startConnect(device: string, service: string, port: number): Promise<UmbraConnect>;
   destroy(): Promise<void>;
@@ -194,9 +207,21 @@ export async function buildSessionRig(options: SessionRigOptions): Promise<Sessi
       return { child, output, port };
     };
 
+    const complaints = (): string[] => [
+      ...gateway.logs
+        .filter((line) => Number(line.level) >= WARN_LEVEL)
+        .map((line) => `gateway: ${JSON.stringify(line)}`),
+      ...controllers.flatMap((controller) =>
+        (controller.output?.lines() ?? [])
+          .filter((line) => Number(pinoLevel(line)) >= WARN_LEVEL)
+          .map((line) => `controller: ${line}`),
+      ),
+    ];
+
     return {
       topology,
       dir,
+      complaints,
       controllers,
       admin,
       gateway,
