@@ -34,6 +34,7 @@ Usage:
   umbra-controller identity enable NAME --data DIR
   umbra-controller certificate revoke SERIAL --data DIR
   umbra-controller gateway list --data DIR         gateways, their endpoints and links, as JSON
+  umbra-controller gateway revoke NAME --data DIR  a stolen or retired gateway: its link is cut
   umbra-controller sessions --data DIR             open sessions, as JSON
   umbra-controller audit --data DIR [--after SEQ]  the audit log, as JSON lines
   umbra-controller serve --data DIR --listen HOST:PORT [--database URL]
@@ -94,6 +95,12 @@ Gateways refuse it for tunnels from then on; the identity itself stays enrolled.
 Prints the gateways as JSON: name, status, where clients reach it (endpoint, from its link's hello),
 whether its link is up (connected: it said hello, has not disconnected, and answered a ping within
 the last minute), and when it was last seen.`,
+  'gateway revoke': `Usage: umbra-controller gateway revoke NAME --data DIR
+
+Revokes the gateway NAME (a box that was stolen or retired): its link to the controller is closed
+at once and refused from then on, and it can never enroll again under that name. The controller
+decides no more knocks for it (a box left running with failMode cached keeps deciding from its last
+signed policy until it is switched off). Enroll a replacement with a new gateway token.`,
   sessions: `Usage: umbra-controller sessions --data DIR [--all]
 
 Prints the open sessions (with --all, closed ones too) as JSON.`,
@@ -367,6 +374,17 @@ async function main(argv: string[]): Promise<number> {
           2,
         ),
       );
+      return 0;
+    }
+    case 'gateway revoke': {
+      const { values, positionals } = parseCommand(help, rest, data, 1);
+      if (values.help) return show(help);
+      const name = positionals[0];
+      if (!name) throw new UsageError(`missing the gateway's NAME\n\n${help}`);
+      const gateway = await withData(values, help, ({ store }) =>
+        store.revokeGateway(name, Date.now(), ACTOR),
+      );
+      console.log(JSON.stringify({ gateway: gateway.name, status: gateway.status }, null, 2));
       return 0;
     }
     case 'gateway list': {

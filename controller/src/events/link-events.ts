@@ -10,6 +10,8 @@ import type { AuditEntry } from '../store/index.ts';
 export interface LinkEffect {
   /** To push to every connected gateway at once. */
   revoke: Revoke | null;
+  /** A gateway revoked: its link is closed now, and refused from then on. */
+  closeGateway?: string;
   /** Whether gateways' snapshots may have changed (a delta to work out). */
   policyChanged: boolean;
 }
@@ -38,6 +40,8 @@ const NOTHING: LinkEffect = Object.freeze({ revoke: null, policyChanged: false }
 
 export function linkEffectOf(entry: AuditEntry): LinkEffect {
   if (NO_POLICY_CHANGE.has(entry.action)) return NOTHING;
+  if (entry.action === 'gateway.revoke')
+    return { revoke: null, policyChanged: true, closeGateway: entry.subject };
   const what = REVOKING.get(entry.action);
   if (what === undefined) return { revoke: null, policyChanged: true };
   // Written by the store, but read back from a shared database: take only what has the right form.

@@ -91,6 +91,14 @@ export class LinkServer {
     return sent;
   }
 
+  /** Closes a gateway's link, if it has one (it was revoked); it is refused when it dials again. */
+  closeGateway(gateway: string): boolean {
+    const link = this.#links.get(gateway);
+    if (!link) return false;
+    link.close(LINK_CLOSE.unauthorized, 'this gateway was revoked');
+    return true;
+  }
+
   /** Sends each connected gateway what changed in its share of the policy. */
   pushPolicy(view: PolicyView): void {
     for (const link of this.#links.values()) {

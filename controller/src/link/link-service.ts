@@ -64,6 +64,8 @@ export async function startLinkService(options: LinkServiceOptions): Promise<Lin
       const effect = linkEffectOf(entry);
       if (!effect.policyChanged) continue;
       changedAt = entry.seq;
+      if (effect.closeGateway !== undefined && server.closeGateway(effect.closeGateway))
+        log.info({ seq: entry.seq, gateway: effect.closeGateway }, 'revoked gateway disconnected');
       if (effect.revoke === null) continue;
       views.invalidate(entry.seq).catch(() => {}); // awaited below; this marks the view stale now
       try {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { openDelta, openSnapshot, type PolicySnapshot, type SignedPolicy } from '@umbra/protocol';
+import { LINK_CLOSE, openDelta, openSnapshot, type PolicySnapshot, type SignedPolicy } from '@umbra/protocol';
 import { Encoder } from 'cbor-x';
 import fc from 'fast-check';
 import type { AuditEntry } from '../store/index.ts';
@@ -441,6 +441,14 @@ describe('revocation', () => {
     } finally {
       await link.close();
     }
+  });
+
+  test('revoking a gateway closes its link at once (4401) and refuses it from then on (401)', async () => {
+    const stolen = await enrollTestGateway(controller.data, 'branch-stolen');
+    const { link } = await helloLink(controller, stolen);
+    await controller.data.store.revokeGateway('branch-stolen', Date.now(), 'cli');
+    assert.equal(await link.closed, LINK_CLOSE.unauthorized);
+    await assert.rejects(TestLink.open(controller.url, controller.data.ca.pem, stolen), { status: 401 });
   });
 });
 

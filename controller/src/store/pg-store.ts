@@ -572,6 +572,30 @@ export class PgStore implements Store {
     });
   }
 
+  async revokeGateway(name: string, now: number, actor: string): Promise<Gateway> {
+    checkName(name, 'name');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const changed = await q.query(
+        "UPDATE gateways SET status = 'revoked' WHERE name = $1 AND status <> 'revoked'",
+        [name],
+      );
+      const row = await gatewayRow(q, name);
+      if (!row) throw notFound('name', `no gateway named "${name}"`);
+      if (changed.rowCount === 1)
+        await insertAudit(
+          q,
+          checkAuditEntry(
+            { at: now, actor, action: 'gateway.revoke', subject: name, details: { gateway: name } },
+            '',
+            now,
+          ),
+        );
+      return gatewayFromRow(row);
+    });
+  }
+
   async recordGatewayConnected(name: string, endpoint: GatewayEndpoint, now: number): Promise<Gateway> {
     checkName(name, 'name');
     const checked = checkEndpoint(endpoint, 'endpoint');

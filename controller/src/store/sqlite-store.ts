@@ -596,6 +596,27 @@ export class SqliteStore implements Store {
     });
   }
 
+  async revokeGateway(name: string, now: number, actor: string): Promise<Gateway> {
+    checkName(name, 'name');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      const row = this.#gatewayRow(name);
+      if (!row) throw notFound('name', `no gateway named "${name}"`);
+      if (row.status !== 'revoked') {
+        this.#run("UPDATE gateways SET status = 'revoked' WHERE id = ?", [row.id]);
+        this.#insertAudit(
+          checkAuditEntry(
+            { at: now, actor, action: 'gateway.revoke', subject: name, details: { gateway: name } },
+            '',
+            now,
+          ),
+        );
+      }
+      return gatewayFromRow(this.#gatewayRow(name)!);
+    });
+  }
+
   async recordGatewayConnected(name: string, endpoint: GatewayEndpoint, now: number): Promise<Gateway> {
     checkName(name, 'name');
     const checked = checkEndpoint(endpoint, 'endpoint');

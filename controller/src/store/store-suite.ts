@@ -219,6 +219,23 @@ export function storeSuite(name: string, open: OpenStore): void {
         assert.deepEqual(await store.getGatewayByName('branch-1'), enrolled);
       });
 
+      test('a revoked gateway stays revoked, is audited once, and cannot enroll again', async () => {
+        await store.createGateway({ name: 'stolen', publicKey: publicKey() });
+        const revoked = await store.revokeGateway('stolen', 1_000, 'cli');
+        assert.equal(revoked.status, 'revoked');
+        assert.equal((await store.revokeGateway('stolen', 2_000, 'cli')).status, 'revoked');
+        const entries = (await store.listAudit()).filter((entry) => entry.action === 'gateway.revoke');
+        assert.deepEqual(
+          entries.map((entry) => [entry.subject, entry.at, entry.actor]),
+          [['stolen', 1_000, 'cli']],
+        );
+        await assert.rejects(store.setGatewayPublicKey('stolen', publicKey()), /revoked/);
+        await assert.rejects(
+          store.revokeGateway('nobody', 1_000, 'cli'),
+          refusedWith('not-found', 'name', /nobody/),
+        );
+      });
+
       test('a service names an existing gateway, a HOST:PORT backend and a mode', async () => {
         const { gateway, service } = await gatewayAndService();
         assert.equal(service.gatewayId, gateway.id);

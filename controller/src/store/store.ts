@@ -314,6 +314,11 @@ export interface Store {
   listGateways(): Promise<Gateway[]>;
   /** Gateway enrollment: sets the key and marks the gateway enrolled. */
   setGatewayPublicKey(name: string, publicKey: string): Promise<Gateway>;
+  /**
+   * Marks the gateway revoked (a stolen or retired box) with its audit entry (`gateway.revoke`), in
+   * one transaction; a gateway already revoked is returned unchanged and audited no second time.
+   */
+  revokeGateway(name: string, now: number, actor: string): Promise<Gateway>;
   /** The gateway's link said hello at `now` from `endpoint`. */
   recordGatewayConnected(name: string, endpoint: GatewayEndpoint, now: number): Promise<Gateway>;
   /** These gateways' links were alive at `now`; one write for all of them. */
