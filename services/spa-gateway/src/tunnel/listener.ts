@@ -29,6 +29,13 @@ import {
 } from './tunnel-server.ts';
 import type { FromWorker, ToWorker } from './tunnel-worker.ts';
 
+/**
+ * The worker threads' entry: tunnel-worker.ts beside this module when run from the sources; in the
+ * firmware, whose gateway is one bundle, the bundle rollup builds from it beside the gateway's.
+ */
+const WORKER_ENTRY = import.meta.url.endsWith('.ts')
+  ? new URL('./tunnel-worker.ts', import.meta.url)
+  : new URL('./umbra-tunnel-worker.mjs', import.meta.url);
 /** Posture frames closer together than this are ignored: the client sends one a minute. */
 const POSTURE_MIN_INTERVAL_MS = 5_000;
 /** More worker threads than this buy nothing on the boxes the gateway runs on. */
@@ -422,7 +429,7 @@ class WorkerFront implements Front {
   }
 
   start(port: number, reusePort: boolean): Promise<number> {
-    const worker = new Worker(new URL('./tunnel-worker.ts', import.meta.url), {
+    const worker = new Worker(WORKER_ENTRY, {
       workerData: { ...this.#settings, port, reusePort } satisfies TunnelServerOptions,
       name: 'umbra-tunnel',
     });
