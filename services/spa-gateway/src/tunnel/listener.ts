@@ -334,7 +334,9 @@ export class TunnelListener {
       connection.destroyed = true;
       const session = this.#sessions.get(connection.sessionId);
       if (session !== undefined && connection.tunnel) session.reason = reason;
-      byFront.set(connection.front, [...(byFront.get(connection.front) ?? []), connection.id]);
+      const ids = byFront.get(connection.front) ?? [];
+      byFront.set(connection.front, ids);
+      ids.push(connection.id);
     }
     let closed = 0;
     for (const [front, ids] of byFront) {
