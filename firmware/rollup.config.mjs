@@ -31,4 +31,8 @@ const service = (name, input) => ({
   },
 });
 
-export default [service('umbra-gateway', '../services/spa-gateway/src/cli.ts')];
+export default [
+  service('umbra-gateway', '../services/spa-gateway/src/cli.ts'),
+  // The tunnel listener's worker threads load it from beside the gateway's bundle.
+  service('umbra-tunnel-worker', '../services/spa-gateway/src/tunnel/tunnel-worker.ts'),
+];

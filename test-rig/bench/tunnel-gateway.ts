@@ -3,7 +3,10 @@
 // open service `bench` to the benchmark's backend. No knock: the grant is put in place directly,
 // so the figures are those of the tunnel alone (knock → pinhole is bench:knock's).
 //
-//   node tunnel-gateway.ts --port P --dir DIR --source CLIENT_IP --backend HOST:PORT --lifetime S
+//   node tunnel-gateway.ts --port P --dir DIR --source CLIENT_IP --backend HOST:PORT --lifetime S [--workers N]
+//
+// --workers as the gateway's `tunnel.workers` setting: by default what the gateway picks (two, or
+// one on a single core); 0 keeps the TLS in the main thread, as before worker threads.
 //
 // DIR holds gateway.key, gateway.crt and ca.crt. Prints {"listening":P} when ready; stops on
 // SIGTERM or after the lifetime.
@@ -11,7 +14,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Grants, TunnelListener } from '@umbra/spa-gateway';
+import { defaultTunnelWorkers, Grants, TunnelListener } from '@umbra/spa-gateway';
 import { pino } from 'pino';
 
 const { values } = parseArgs({
@@ -21,14 +24,18 @@ const { values } = parseArgs({
     source: { type: 'string' },
     backend: { type: 'string' },
     lifetime: { type: 'string', default: '600' },
+    workers: { type: 'string' },
   },
 });
 const { port, dir, source, backend } = values;
 if (!port || !dir || !source || !backend) {
-  console.error('usage: tunnel-gateway.ts --port P --dir DIR --source IP --backend HOST:PORT [--lifetime S]');
+  console.error(
+    'usage: tunnel-gateway.ts --port P --dir DIR --source IP --backend HOST:PORT [--lifetime S] [--workers N]',
+  );
   process.exit(2);
 }
 const lifetimeSeconds = Number(values.lifetime);
+const workers = values.workers === undefined ? defaultTunnelWorkers() : Number(values.workers);
 
 const grants = new Grants();
 grants.add({
@@ -48,6 +55,7 @@ const listener = new TunnelListener({
   cert: readFileSync(join(dir, 'gateway.crt'), 'utf8'),
   ca: readFileSync(join(dir, 'ca.crt'), 'utf8'),
   grants,
+  workers,
   isSerialRevoked: () => false,
   onPosture: () => {},
   onSessionEnded: () => {},

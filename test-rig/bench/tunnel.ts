@@ -17,7 +17,8 @@
 // Options: --quick (a smoke run of a few seconds: small counts, short windows)  --rounds N
 //          --seconds S (per throughput window)  --setups N (sequential setups per server per round)
 //          --cases down:1,down:64,up:1,up:64 (the throughput cases, the default)
-//          --json FILE
+//          --workers N (the listener's worker threads, as the gateway's tunnel.workers; by default
+//          the gateway's default; 0 = the TLS in the main thread)  --json FILE
 
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { createTestPki } from '@umbra/spa-gateway/testing';
 import { type Host, LineReader, Topology } from '../src/index.ts';
 import { cpuMeter, percentile, residentMiB } from './measure.ts';
-import { printHelpAndExit } from './options.ts';
+import { printHelpAndExit, wholeOption } from './options.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -36,6 +37,7 @@ const { values: opts } = parseArgs({
     seconds: { type: 'string' },
     setups: { type: 'string' },
     cases: { type: 'string' },
+    workers: { type: 'string' },
     json: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
@@ -70,6 +72,7 @@ const CASES = (opts.cases ?? 'down:1,down:64,up:1,up:64').split(',').map((text) 
   }
   return { direction, streams: n } as const;
 });
+const WORKERS = opts.workers === undefined ? undefined : wholeOption('workers', opts.workers, 0, 16);
 const THROUGHPUT_TARGET = 0.9;
 const SETUP_P99_TARGET_MS = 10;
 
@@ -196,6 +199,7 @@ async function main(): Promise<void> {
         backendAddress,
         '--lifetime',
         String(LIFETIME_SECONDS),
+        ...(WORKERS === undefined ? [] : ['--workers', String(WORKERS)]),
       ],
       'tunnel-gateway',
     );

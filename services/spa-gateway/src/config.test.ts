@@ -65,6 +65,13 @@ test('errors name the file and the key', () => {
     /gw\.yaml: clients\[0\]\.allow\[0\]: expected PROTOCOL\/PORT/,
   );
   assert.match(errorOf('interface: [\n'), /gw\.yaml: not valid YAML or JSON/);
+  assert.match(errorOf(`${minimal}tunnel: {workers: 1.5}\n`), /gw\.yaml: tunnel\.workers: /);
+  assert.match(errorOf(`${minimal}tunnel: {workers: 99}\n`), /gw\.yaml: tunnel\.workers: .*16/);
+});
+
+test('tunnel workers: unset means the default (decided at start), 0 keeps the TLS in the main thread', () => {
+  assert.equal(parseConfig(minimal, 'gw.yaml').tunnel.workers, undefined);
+  assert.equal(parseConfig(`${minimal}tunnel: {workers: 0}\n`, 'gw.yaml').tunnel.workers, 0);
 });
 
 test('duplicate client names and keys are refused', () => {

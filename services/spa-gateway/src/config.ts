@@ -9,6 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { type AccessRule, parseAccessRule } from './access.ts';
 import { MAX_TTL_SECONDS } from './firewall/index.ts';
+import { MAX_TUNNEL_WORKERS } from './tunnel/listener.ts';
 
 const accessRule = z.string().refine((text) => parseAccessRule(text) !== null, {
   message:
@@ -82,6 +83,8 @@ const schema = z
       .object({
         port: z.number().int().min(1).max(65535).default(8443),
         listen: z.string().min(1).max(64).default('::'),
+        /** Threads doing the tunnels' TLS; 0 does it in the gateway's main thread. Default: min(2, cores). */
+        workers: z.number().int().min(0).max(MAX_TUNNEL_WORKERS).optional(),
       })
       .strict()
       .default({}),

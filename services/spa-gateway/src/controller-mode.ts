@@ -22,7 +22,7 @@ import type { Firewall } from './firewall/index.ts';
 import { ControllerLink } from './link/controller-link.ts';
 import { PolicyCache, portOf } from './link/policy-cache.ts';
 import type { Rejections } from './rejections.ts';
-import { type Grant, Grants, TunnelListener } from './tunnel/index.ts';
+import { defaultTunnelWorkers, type Grant, Grants, TunnelListener } from './tunnel/index.ts';
 
 const HEALTH_INTERVAL_MS = 30_000;
 const SWEEP_INTERVAL_MS = 1_000;
@@ -71,6 +71,7 @@ export async function startControllerMode(
   const tunnel = new TunnelListener({
     host: config.tunnel.listen,
     port: config.tunnel.port,
+    workers: config.tunnel.workers ?? defaultTunnelWorkers(),
     key,
     cert,
     ca,

@@ -51,7 +51,7 @@ interface Rig {
   grant(overrides?: Partial<GrantRequest>): void;
 }
 
-async function startRig(host = '127.0.0.1'): Promise<Rig> {
+async function startRig(host = '127.0.0.1', workers = 0): Promise<Rig> {
   let nowMs = 1_000_000;
   const now = () => nowMs;
   const grants = new Grants({ now });
@@ -91,6 +91,7 @@ async function startRig(host = '127.0.0.1'): Promise<Rig> {
     onSessionEnded: (sessionId, stats) => rig.ended.push({ sessionId, ...stats }),
     log: pino({ level: 'debug' }, { write: (line: string) => logs.push(line) }),
     now,
+    workers,
   });
   await listener.start();
   rig.listener = listener;
@@ -158,188 +159,193 @@ function waitFor(condition: () => boolean, ms = 2000): Promise<void> {
   });
 }
 
-describe('TunnelListener', () => {
-  let rig: Rig;
-  beforeEach(async () => {
-    await rig?.listener.close();
-    rig = await startRig();
-  });
-  after(() => rig?.listener.close());
+for (const workers of [0, 2])
+  describe(`TunnelListener, ${workers === 0 ? 'in this thread' : `${workers} worker threads`}`, () => {
+    let rig: Rig;
+    beforeEach(async () => {
+      await rig?.listener.close();
+      rig = await startRig('127.0.0.1', workers);
+    });
+    after(() => rig?.listener.close());
 
-  test('a granted connection is proxied to the backend, both ways, and its session ends once with byte counts', async () => {
-    rig.grant();
-    const socket = await open(rig, alice, ['umbra-svc/db']);
-    assert.equal(socket.alpnProtocol, 'umbra-svc/db');
-    socket.setEncoding('utf8');
-    const echoed = new Promise<string>((resolve) => socket.once('data', resolve));
-    socket.write('hello');
-    assert.equal(await echoed, 'hello');
-    assert.equal(rig.listener.liveConnections(), 1);
+    test('a granted connection is proxied to the backend, both ways, and its session ends once with byte counts', async () => {
+      rig.grant();
+      const socket = await open(rig, alice, ['umbra-svc/db']);
+      assert.equal(socket.alpnProtocol, 'umbra-svc/db');
+      socket.setEncoding('utf8');
+      const echoed = new Promise<string>((resolve) => socket.once('data', resolve));
+      socket.write('hello');
+      assert.equal(await echoed, 'hello');
+      assert.equal(rig.listener.liveConnections(), 1);
 
-    // A second connection of the same session, then both end.
-    const second = await open(rig, alice, ['umbra-svc/db']);
-    const secondEcho = new Promise((resolve) => second.once('data', resolve));
-    second.write('abc');
-    await secondEcho;
-    const closed = Promise.all(
-      [socket, second].map((s) => new Promise((resolve) => s.once('close', resolve))),
-    );
-    socket.end();
-    second.end();
-    await closed;
-    await waitFor(() => rig.listener.liveConnections() === 0);
-    assert.deepEqual(rig.ended, [], 'the grant is still live: the session goes on');
+      // A second connection of the same session, then both end.
+      const second = await open(rig, alice, ['umbra-svc/db']);
+      const secondEcho = new Promise((resolve) => second.once('data', resolve));
+      second.write('abc');
+      await secondEcho;
+      const closed = Promise.all(
+        [socket, second].map((s) => new Promise((resolve) => s.once('close', resolve))),
+      );
+      socket.end();
+      second.end();
+      await closed;
+      await waitFor(() => rig.listener.liveConnections() === 0);
+      assert.deepEqual(rig.ended, [], 'the grant is still live: the session goes on');
 
-    rig.advance(30_000);
-    rig.grants.sweep();
-    assert.deepEqual(rig.ended, [{ sessionId: 's1', reason: 'expired', bytesIn: 8, bytesOut: 8 }]);
-    rig.grants.sweep();
-    assert.equal(rig.ended.length, 1, 'once');
-  });
+      rig.advance(30_000);
+      rig.grants.sweep();
+      assert.deepEqual(rig.ended, [{ sessionId: 's1', reason: 'expired', bytesIn: 8, bytesOut: 8 }]);
+      rig.grants.sweep();
+      assert.equal(rig.ended.length, 1, 'once');
+    });
 
-  test('a connection outlives its grant; the session ends when its last connection closes', async () => {
-    rig.grant();
-    const socket = await open(rig, alice, ['umbra-svc/db']);
-    socket.write('x');
-    await new Promise((resolve) => socket.once('data', resolve));
-    rig.advance(31_000);
-    rig.grants.sweep();
-    assert.deepEqual(rig.ended, []);
-    socket.write('still here');
-    const more = await new Promise<Buffer>((resolve) => socket.once('data', resolve));
-    assert.equal(more.toString(), 'still here');
-    socket.end();
-    await waitFor(() => rig.ended.length === 1);
-    assert.deepEqual(rig.ended, [{ sessionId: 's1', reason: 'expired', bytesIn: 11, bytesOut: 11 }]);
-  });
+    test('a connection outlives its grant; the session ends when its last connection closes', async () => {
+      rig.grant();
+      const socket = await open(rig, alice, ['umbra-svc/db']);
+      socket.write('x');
+      await new Promise((resolve) => socket.once('data', resolve));
+      rig.advance(31_000);
+      rig.grants.sweep();
+      assert.deepEqual(rig.ended, []);
+      socket.write('still here');
+      const more = await new Promise<Buffer>((resolve) => socket.once('data', resolve));
+      assert.equal(more.toString(), 'still here');
+      socket.end();
+      await waitFor(() => rig.ended.length === 1);
+      assert.deepEqual(rig.ended, [{ sessionId: 's1', reason: 'expired', bytesIn: 11, bytesOut: 11 }]);
+    });
 
-  test('a tunnel session that never had a connection ends when its grant goes; direct sessions are not reported', () => {
-    rig.grant({ ttlSeconds: 5 });
-    rig.grant({ sessionId: 's2', mode: 'direct', ttlSeconds: 5 });
-    rig.advance(5_000);
-    rig.grants.sweep();
-    assert.deepEqual(rig.ended, [{ sessionId: 's1', reason: 'expired', bytesIn: 0, bytesOut: 0 }]);
-  });
+    test('a tunnel session that never had a connection ends when its grant goes; direct sessions are not reported', () => {
+      rig.grant({ ttlSeconds: 5 });
+      rig.grant({ sessionId: 's2', mode: 'direct', ttlSeconds: 5 });
+      rig.advance(5_000);
+      rig.grants.sweep();
+      assert.deepEqual(rig.ended, [{ sessionId: 's1', reason: 'expired', bytesIn: 0, bytesOut: 0 }]);
+    });
 
-  test('refused without a byte: no grant, another identity, another source, another service, expired, direct mode', async () => {
-    await assertRefused(rig, alice, ['umbra-svc/db'], 'no grant');
-    rig.grant({ identity: 'bob' });
-    await assertRefused(rig, alice, ['umbra-svc/db'], 'the grant is for another identity');
-    rig.grants.remove('s1');
-    rig.grant({ source: '192.0.2.7' });
-    await assertRefused(rig, alice, ['umbra-svc/db'], 'the grant is for another source');
-    rig.grants.remove('s1');
-    rig.grant({ mode: 'direct' });
-    await assertRefused(rig, alice, ['umbra-svc/db'], 'a direct-mode grant');
-    rig.grants.remove('s1');
-    rig.grant();
-    await assertRefused(rig, alice, ['umbra-svc/other'], 'another service');
-    await assertRefused(rig, bob, ['umbra-svc/db'], 'another identity with the same grant');
-    rig.advance(30_000);
-    await assertRefused(rig, alice, ['umbra-svc/db'], 'expired');
-    assert.equal(rig.listener.liveConnections(), 0);
-    const refusals = rig.logs.filter((line) => line.includes('tunnel connection refused'));
-    assert.ok(refusals.length >= 7, `${refusals.length} refusals logged`);
-    assert.match(refusals[0] ?? '', /"reason":"no tunnel grant from this address"/);
-    assert.doesNotMatch(rig.logs.join(''), /PRIVATE KEY|BEGIN CERTIFICATE/);
-  });
+    test('refused without a byte: no grant, another identity, another source, another service, expired, direct mode', async () => {
+      await assertRefused(rig, alice, ['umbra-svc/db'], 'no grant');
+      rig.grant({ identity: 'bob' });
+      await assertRefused(rig, alice, ['umbra-svc/db'], 'the grant is for another identity');
+      rig.grants.remove('s1');
+      rig.grant({ source: '192.0.2.7' });
+      await assertRefused(rig, alice, ['umbra-svc/db'], 'the grant is for another source');
+      rig.grants.remove('s1');
+      rig.grant({ mode: 'direct' });
+      await assertRefused(rig, alice, ['umbra-svc/db'], 'a direct-mode grant');
+      rig.grants.remove('s1');
+      rig.grant();
+      await assertRefused(rig, alice, ['umbra-svc/other'], 'another service');
+      await assertRefused(rig, bob, ['umbra-svc/db'], 'another identity with the same grant');
+      rig.advance(30_000);
+      await assertRefused(rig, alice, ['umbra-svc/db'], 'expired');
+      assert.equal(rig.listener.liveConnections(), 0);
+      const refusals = rig.logs.filter((line) => line.includes('tunnel connection refused'));
+      assert.ok(refusals.length >= 7, `${refusals.length} refusals logged`);
+      assert.match(refusals[0] ?? '', /"reason":"no tunnel grant from this address"/);
+      assert.doesNotMatch(rig.logs.join(''), /PRIVATE KEY|BEGIN CERTIFICATE/);
+    });
 
-  test('refused: revoked serial, another CA, two names, a gateway certificate, unknown or missing ALPN', async () => {
-    rig.grant();
-    rig.revoked.add(alice.serial);
-    await assertRefused(rig, alice, ['umbra-svc/db'], 'revoked');
-    rig.revoked.clear();
-    await assertRefused(rig, stranger, ['umbra-svc/db'], 'another CA');
-    await assertRefused(rig, twoNames, ['umbra-svc/db'], 'two identities');
-    await assertRefused(rig, gatewayAsClient, ['umbra-svc/db'], 'a gateway certificate');
-    await assertRefused(rig, alice, ['http/1.1'], 'unknown ALPN');
-    await assertRefused(rig, alice, ['umbra-svc/db', 'umbra-control/1'], 'two ALPN protocols');
-    await assertRefused(rig, alice, undefined, 'no ALPN');
-    const { data } = await exchange(await open(rig, alice, ['umbra-svc/db']), 'ok', 300);
-    assert.equal(data, 'ok', 'and the same client with everything right gets through');
-  });
+    test('refused: revoked serial, another CA, two names, a gateway certificate, unknown or missing ALPN', async () => {
+      rig.grant();
+      rig.revoked.add(alice.serial);
+      await assertRefused(rig, alice, ['umbra-svc/db'], 'revoked');
+      rig.revoked.clear();
+      await assertRefused(rig, stranger, ['umbra-svc/db'], 'another CA');
+      await assertRefused(rig, twoNames, ['umbra-svc/db'], 'two identities');
+      await assertRefused(rig, gatewayAsClient, ['umbra-svc/db'], 'a gateway certificate');
+      await assertRefused(rig, alice, ['http/1.1'], 'unknown ALPN');
+      await assertRefused(rig, alice, ['umbra-svc/db', 'umbra-control/1'], 'two ALPN protocols');
+      await assertRefused(rig, alice, undefined, 'no ALPN');
+      const { data } = await exchange(await open(rig, alice, ['umbra-svc/db']), 'ok', 300);
+      assert.equal(data, 'ok', 'and the same client with everything right gets through');
+    });
 
-  test('closeKeyIds and closeSessions destroy live tunnels at once, remove the grants, and end the sessions', async () => {
-    rig.grant();
-    rig.grant({ sessionId: 's2', identity: 'bob', keyId: 'k-bob' });
-    const aliceSocket = await open(rig, alice, ['umbra-svc/db']);
-    const bobSocket = await open(rig, bob, ['umbra-svc/db']);
-    for (const socket of [aliceSocket, bobSocket]) {
+    test('closeKeyIds and closeSessions destroy live tunnels at once, remove the grants, and end the sessions', async () => {
+      rig.grant();
+      rig.grant({ sessionId: 's2', identity: 'bob', keyId: 'k-bob' });
+      const aliceSocket = await open(rig, alice, ['umbra-svc/db']);
+      const bobSocket = await open(rig, bob, ['umbra-svc/db']);
+      for (const socket of [aliceSocket, bobSocket]) {
+        socket.write('hi');
+        await new Promise((resolve) => socket.once('data', resolve));
+      }
+      const aliceClosed = new Promise((resolve) => aliceSocket.once('close', resolve));
+      const started = Date.now();
+      assert.equal(rig.listener.closeKeyIds(['k-alice'], 'identity revoked'), 1);
+      await aliceClosed;
+      assert.ok(Date.now() - started < 1000);
+      assert.equal(rig.grants.bySession('s1'), undefined);
+      assert.equal(rig.listener.liveConnections(), 1, "bob's tunnel is untouched");
+      // A worker reports the bytes of a connection it closed a moment later.
+      await waitFor(() => rig.ended.length === 1);
+      assert.deepEqual(rig.ended, [{ sessionId: 's1', reason: 'identity revoked', bytesIn: 2, bytesOut: 2 }]);
+      await assertRefused(rig, alice, ['umbra-svc/db'], 'after revocation');
+
+      const bobClosed = new Promise((resolve) => bobSocket.once('close', resolve));
+      assert.equal(rig.listener.closeSessions(['s2'], 'session closed'), 1);
+      await bobClosed;
+      await waitFor(() => rig.ended.length === 2);
+      assert.equal(rig.ended[1]?.reason, 'session closed');
+      assert.equal(rig.ended.length, 2);
+      assert.equal(rig.listener.liveConnections(), 0);
+    });
+
+    test('closeSerials destroys the connections of revoked certificates', async () => {
+      rig.grant();
+      const socket = await open(rig, alice, ['umbra-svc/db']);
       socket.write('hi');
       await new Promise((resolve) => socket.once('data', resolve));
-    }
-    const aliceClosed = new Promise((resolve) => aliceSocket.once('close', resolve));
-    const started = Date.now();
-    assert.equal(rig.listener.closeKeyIds(['k-alice'], 'identity revoked'), 1);
-    await aliceClosed;
-    assert.ok(Date.now() - started < 1000);
-    assert.equal(rig.grants.bySession('s1'), undefined);
-    assert.equal(rig.listener.liveConnections(), 1, "bob's tunnel is untouched");
-    assert.deepEqual(rig.ended, [{ sessionId: 's1', reason: 'identity revoked', bytesIn: 2, bytesOut: 2 }]);
-    await assertRefused(rig, alice, ['umbra-svc/db'], 'after revocation');
-
-    const bobClosed = new Promise((resolve) => bobSocket.once('close', resolve));
-    assert.equal(rig.listener.closeSessions(['s2'], 'session closed'), 1);
-    await bobClosed;
-    assert.equal(rig.ended[1]?.reason, 'session closed');
-    assert.equal(rig.ended.length, 2);
-    assert.equal(rig.listener.liveConnections(), 0);
-  });
-
-  test('closeSerials destroys the connections of revoked certificates', async () => {
-    rig.grant();
-    const socket = await open(rig, alice, ['umbra-svc/db']);
-    socket.write('hi');
-    await new Promise((resolve) => socket.once('data', resolve));
-    const closed = new Promise((resolve) => socket.once('close', resolve));
-    assert.equal(rig.listener.closeSerials([bob.serial], 'certificate revoked'), 0);
-    assert.equal(rig.listener.closeSerials([alice.serial.toUpperCase()], 'certificate revoked'), 1);
-    await closed;
-    rig.grants.remove('s1');
-    assert.equal(rig.ended[0]?.reason, 'certificate revoked');
-  });
-
-  test('the control channel carries posture reports to onPosture, at most one per 5 s', async () => {
-    await assertRefused(rig, alice, [CONTROL_ALPN], 'control without any grant');
-    rig.grant({ service: 'ssh' });
-    const socket = await open(rig, alice, [CONTROL_ALPN]);
-    socket.write(encodeControlFrame({ posture: { os: 'debian-12', diskEncrypted: true } }));
-    await waitFor(() => rig.postures.length === 1);
-    assert.deepEqual(rig.postures[0], {
-      keyId: 'k-alice',
-      identity: 'alice',
-      source: '127.0.0.1',
-      posture: { os: 'debian-12', diskEncrypted: true },
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      assert.equal(rig.listener.closeSerials([bob.serial], 'certificate revoked'), 0);
+      assert.equal(rig.listener.closeSerials([alice.serial.toUpperCase()], 'certificate revoked'), 1);
+      await closed;
+      rig.grants.remove('s1');
+      await waitFor(() => rig.ended.length === 1);
+      assert.equal(rig.ended[0]?.reason, 'certificate revoked');
     });
-    socket.write(encodeControlFrame({ posture: { os: 'too-soon' } }));
-    await sleep(50);
-    rig.advance(5_000);
-    socket.write(encodeControlFrame({ posture: { os: 'later' } }));
-    await waitFor(() => rig.postures.length === 2);
-    assert.deepEqual(rig.postures[1]?.posture, { os: 'later' });
-    assert.equal(rig.listener.liveConnections(), 1);
 
-    // A frame outside the schema closes the channel.
-    const closed = new Promise((resolve) => socket.once('close', resolve));
-    socket.write(Buffer.from([0xff, 0xff, 0xff, 0xff]));
-    await closed;
-    await waitFor(() => rig.listener.liveConnections() === 0);
+    test('the control channel carries posture reports to onPosture, at most one per 5 s', async () => {
+      await assertRefused(rig, alice, [CONTROL_ALPN], 'control without any grant');
+      rig.grant({ service: 'ssh' });
+      const socket = await open(rig, alice, [CONTROL_ALPN]);
+      socket.write(encodeControlFrame({ posture: { os: 'debian-12', diskEncrypted: true } }));
+      await waitFor(() => rig.postures.length === 1);
+      assert.deepEqual(rig.postures[0], {
+        keyId: 'k-alice',
+        identity: 'alice',
+        source: '127.0.0.1',
+        posture: { os: 'debian-12', diskEncrypted: true },
+      });
+      socket.write(encodeControlFrame({ posture: { os: 'too-soon' } }));
+      await sleep(50);
+      rig.advance(5_000);
+      socket.write(encodeControlFrame({ posture: { os: 'later' } }));
+      await waitFor(() => rig.postures.length === 2);
+      assert.deepEqual(rig.postures[1]?.posture, { os: 'later' });
+      assert.equal(rig.listener.liveConnections(), 1);
 
-    // Revoking the identity closes its control channel too.
-    const again = await open(rig, alice, [CONTROL_ALPN]);
-    const againClosed = new Promise((resolve) => again.once('close', resolve));
-    await waitFor(() => rig.listener.liveConnections() === 1);
-    assert.equal(rig.listener.closeKeyIds(['k-alice'], 'revoked'), 1);
-    await againClosed;
+      // A frame outside the schema closes the channel.
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      socket.write(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+      await closed;
+      await waitFor(() => rig.listener.liveConnections() === 0);
+
+      // Revoking the identity closes its control channel too.
+      const again = await open(rig, alice, [CONTROL_ALPN]);
+      const againClosed = new Promise((resolve) => again.once('close', resolve));
+      await waitFor(() => rig.listener.liveConnections() === 1);
+      assert.equal(rig.listener.closeKeyIds(['k-alice'], 'revoked'), 1);
+      await againClosed;
+    });
+
+    test('an unreachable backend closes the tunnel', async () => {
+      rig.grant({ backend: '127.0.0.1:1' });
+      await assertRefused(rig, alice, ['umbra-svc/db'], 'backend refused');
+      await waitFor(() => rig.listener.liveConnections() === 0);
+      assert.ok(rig.logs.some((line) => line.includes('backend 127.0.0.1:1 unreachable')));
+    });
   });
-
-  test('an unreachable backend closes the tunnel', async () => {
-    rig.grant({ backend: '127.0.0.1:1' });
-    await assertRefused(rig, alice, ['umbra-svc/db'], 'backend refused');
-    await waitFor(() => rig.listener.liveConnections() === 0);
-    assert.ok(rig.logs.some((line) => line.includes('backend 127.0.0.1:1 unreachable')));
-  });
-});
 
 test('on a dual-stack listener, an IPv4 client matches its IPv4 grant (not ::ffff:a.b.c.d)', async (t) => {
   let rig: Rig;
@@ -356,4 +362,90 @@ test('on a dual-stack listener, an IPv4 client matches its IPv4 grant (not ::fff
   } finally {
     await rig.listener.close();
   }
+});
+
+describe('TunnelListener across worker threads', () => {
+  const CONNECTIONS = 16;
+  let rig: Rig;
+  before(async () => {
+    rig = await startRig('127.0.0.1', 2);
+  });
+  after(() => rig.listener.close());
+
+  /** Opens CONNECTIONS tunnels of one grant, each echoing once; the kernel spreads them over both workers. */
+  async function openMany(): Promise<TLSSocket[]> {
+    const sockets = await Promise.all(
+      Array.from({ length: CONNECTIONS }, () => open(rig, alice, ['umbra-svc/db'])),
+    );
+    await Promise.all(
+      sockets.map((socket) => {
+        const echoed = new Promise((resolve) => socket.once('data', resolve));
+        socket.write('ab');
+        return echoed;
+      }),
+    );
+    const byThread = rig.listener.liveConnectionsByThread();
+    assert.equal(byThread.length, 2);
+    assert.ok(
+      byThread.every((live) => live > 0),
+      `both workers serve (${byThread.join(' + ')})`,
+    );
+    return sockets;
+  }
+
+  test('a grant added in the main thread lets connections in on every worker; revocation closes them all at once', async () => {
+    rig.grant({ sessionId: 'r1' });
+    const sockets = await openMany();
+    assert.equal(rig.listener.liveConnections(), CONNECTIONS);
+    const closed = Promise.all(sockets.map((s) => new Promise((resolve) => s.once('close', resolve))));
+    const started = Date.now();
+    assert.equal(rig.listener.closeKeyIds(['k-alice'], 'identity revoked'), CONNECTIONS);
+    assert.equal(rig.listener.liveConnections(), 0);
+    await closed;
+    assert.ok(Date.now() - started < 1000, `closed in ${Date.now() - started} ms`);
+    await waitFor(() => rig.ended.length === 1);
+    assert.deepEqual(rig.ended, [
+      { sessionId: 'r1', reason: 'identity revoked', bytesIn: 2 * CONNECTIONS, bytesOut: 2 * CONNECTIONS },
+    ]);
+    await assertRefused(rig, alice, ['umbra-svc/db'], 'after revocation');
+  });
+
+  test('closeSerials reaches every worker', async () => {
+    rig.grant({ sessionId: 'r2' });
+    const sockets = await openMany();
+    const closed = Promise.all(sockets.map((s) => new Promise((resolve) => s.once('close', resolve))));
+    assert.equal(rig.listener.closeSerials([alice.serial], 'certificate revoked'), CONNECTIONS);
+    await closed;
+    rig.grants.remove('r2');
+    await waitFor(() => rig.ended.length === 2);
+    assert.equal(rig.ended[1]?.reason, 'certificate revoked');
+  });
+
+  test('a session ends once, after its grant is gone and the last connection on any worker closed', async () => {
+    rig.grant({ sessionId: 'r3' });
+    const sockets = await openMany();
+    rig.advance(31_000);
+    rig.grants.sweep();
+    const [last, ...others] = sockets as [TLSSocket, ...TLSSocket[]];
+    await Promise.all(
+      others.map((socket) => {
+        const closed = new Promise((resolve) => socket.once('close', resolve));
+        socket.end();
+        return closed;
+      }),
+    );
+    await waitFor(() => rig.listener.liveConnections() === 1);
+    await sleep(50);
+    assert.equal(rig.ended.length, 2, 'not while a connection is open');
+    last.end();
+    await waitFor(() => rig.ended.length === 3);
+    assert.deepEqual(rig.ended[2], {
+      sessionId: 'r3',
+      reason: 'expired',
+      bytesIn: 2 * CONNECTIONS,
+      bytesOut: 2 * CONNECTIONS,
+    });
+    await sleep(50);
+    assert.equal(rig.ended.length, 3, 'once');
+  });
 });

@@ -7,24 +7,39 @@
 // Anything else is dropped without a word: the socket is destroyed, the reason logged (rate
 // limited). Live connections are tracked by session, identity key and certificate serial, so a
 // revocation destroys them at once — a grant only gates opening a connection, not keeping it.
+//
+// The TLS and the bytes are the TunnelServers' (tunnel-server.ts): one in this thread, or one per
+// worker thread on the same port, so the TLS work spreads over cores. The decisions stay here, in
+// the thread that holds the grants: every admission, every posture report, every session's count
+// of connections and bytes. So a revocation closes connections on every worker and counts them at
+// once, and a session ends exactly once, whichever workers its connections were on.
 
-import { connect as connectTcp, type Socket } from 'node:net';
-import { createServer, type Server, type TLSSocket } from 'node:tls';
-import { CONTROL_ALPN, ControlFrameReader, SERVICE_ALPN_PREFIX } from '@umbra/protocol';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { canonicalSource } from '../firewall/index.ts';
 import type { Grant, GrantRemoval, Grants } from './grants.ts';
-import { type PeerIdentity, peerIdentityOf } from './peer-identity.ts';
 import { RefusalLog } from './refusal-log.ts';
+import {
+  type ConnectionRequest,
+  TunnelServer,
+  type TunnelServerOptions,
+  type TunnelServerOwner,
+  type Verdict,
+} from './tunnel-server.ts';
+import type { FromWorker, ToWorker } from './tunnel-worker.ts';
 
-const HANDSHAKE_TIMEOUT_MS = 10_000;
-const BACKEND_CONNECT_TIMEOUT_MS = 5_000;
+/**
+ * The worker threads' entry: tunnel-worker.ts beside this module when run from the sources; in the
+ * firmware, whose gateway is one bundle, the bundle rollup builds from it beside the gateway's.
+ */
+const WORKER_ENTRY = import.meta.url.endsWith('.ts')
+  ? new URL('./tunnel-worker.ts', import.meta.url)
+  : new URL('./umbra-tunnel-worker.mjs', import.meta.url);
 /** Posture frames closer together than this are ignored: the client sends one a minute. */
 const POSTURE_MIN_INTERVAL_MS = 5_000;
-/** TCP keepalive on client sockets, so a client that vanished does not hold a tunnel forever. */
-const KEEPALIVE_MS = 60_000;
-// The service name alphabet of protocol's SERVICE_NAME.
-const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** More worker threads than this buy nothing on the boxes the gateway runs on. */
+export const MAX_TUNNEL_WORKERS = 16;
 
 export type Posture = Record<string, string | number | boolean>;
 
@@ -46,32 +61,47 @@ export interface TunnelListenerOptions {
    */
   onSessionEnded(sessionId: string, stats: { reason: string; bytesIn: number; bytesOut: number }): void;
   log: Logger;
-  /** Milliseconds, for the posture rate limit; Date.now by default. */
+  /** Milliseconds, for grant expiry checks and the posture rate limit; Date.now by default. */
   now?: () => number;
+  /**
+   * Worker threads doing the TLS, each listening on the port (reusePort); 0 (the default) does it
+   * in this thread. See defaultTunnelWorkers().
+   */
+  workers?: number;
+}
+
+/** Two workers, or one on a single core: the gateway's boxes have two to four cores, and the rest is for knocks. */
+export function defaultTunnelWorkers(): number {
+  return Math.min(2, availableParallelism());
+}
+
+/** Where connections are served: a TunnelServer in this thread or in a worker. */
+interface Front {
+  start(port: number, reusePort: boolean): Promise<number>;
+  destroy(ids: number[]): void;
+  close(): Promise<void>;
+}
+
+/** The listener, as its fronts see it: TunnelServerOwner, told which front is asking. */
+interface FrontOwner extends Omit<TunnelServerOwner, 'admit'> {
+  admit(front: Front, request: ConnectionRequest): Verdict;
+  /** A worker died: its connections are gone with it. */
+  lost(front: Front): void;
 }
 
 /** One live TLS connection: a tunnel to a backend, or a control channel. */
 interface Connection {
-  socket: TLSSocket;
-  backend: Socket | undefined;
+  id: number;
+  front: Front;
+  source: string;
+  identity: string;
   sessionId: string;
   keyId: string;
   serial: string;
-  closed: boolean;
-}
-
-/** A connection let in: to a backend, or (without one) the control channel. */
-interface Admission {
-  source: string;
-  peer: PeerIdentity;
-  grant: Grant;
-  backend: { host: string; port: number } | undefined;
-}
-
-interface Refusal {
-  refused: string;
-  identity?: string;
-  service?: string;
+  tunnel: boolean;
+  lastPostureMs: number;
+  /** Destroyed from here (its front reports it closed later, if in a worker). */
+  destroyed: boolean;
 }
 
 /** What a tunnel session accumulates while it has connections. */
@@ -87,15 +117,24 @@ interface SessionState {
 export class TunnelListener {
   #options: TunnelListenerOptions;
   #now: () => number;
-  #server: Server | undefined;
-  #live = new Set<Connection>();
+  #fronts: Front[] = [];
+  #port: number | undefined;
+  #nextId = 1;
+  #connections = new Map<number, Connection>();
   #sessions = new Map<string, SessionState>();
   #refusals: RefusalLog;
   /** The reason closeSessions() gives for the grants it removes, while it removes them. */
   #removing = new Map<string, string>();
   #unobserve: () => void;
+  #closing = false;
 
   constructor(options: TunnelListenerOptions) {
+    const workers = options.workers ?? 0;
+    if (!Number.isInteger(workers) || workers < 0 || workers > MAX_TUNNEL_WORKERS) {
+      throw new RangeError(
+        `tunnel workers ${workers} must be a whole number from 0 to ${MAX_TUNNEL_WORKERS}`,
+      );
+    }
     this.#options = options;
     this.#now = options.now ?? Date.now;
     this.#refusals = new RefusalLog(options.log, this.#now);
@@ -104,55 +143,41 @@ export class TunnelListener {
 
   async start(): Promise<void> {
     const { host, port, key, cert, ca } = this.#options;
-    const server = createServer({
-      key,
-      cert,
-      ca,
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.3',
-      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
-      // A client offers exactly one protocol; anything else ends the handshake with an alert.
-      ALPNCallback: ({ protocols }) => {
-        const [offered] = protocols;
-        return protocols.length === 1 && offered !== undefined && isOurProtocol(offered)
-          ? offered
-          : undefined;
-      },
-    });
-    server.on('secureConnection', (socket) => this.#accept(socket));
-    server.on('tlsClientError', (error: NodeJS.ErrnoException, socket) => {
-      this.#refusals.refuse(`TLS handshake failed (${error.code ?? error.message})`, {
-        source: socket.remoteAddress,
-      });
-      socket.destroy();
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (error) =>
-        reject(new Error(`tunnel listener: cannot listen on ${host} port ${port}: ${error.message}`)),
-      );
-      server.listen({ host, port }, resolve);
-    });
-    server.on('error', (error) => this.#options.log.error({ err: error }, 'tunnel listener error'));
-    this.#server = server;
+    const workers = this.#options.workers ?? 0;
+    const server = { host, port, key, cert, ca, reusePort: workers > 0 };
+    const owner = this.#owner();
+    const fronts: Front[] =
+      workers === 0
+        ? [new LocalFront(server, owner)]
+        : Array.from({ length: workers }, () => new WorkerFront(server, owner));
+    this.#fronts = fronts;
+    try {
+      // The first one binds (port 0 picks); the others join it on the port it got.
+      let bound = await fronts[0]!.start(port, workers > 0);
+      for (const front of fronts.slice(1)) bound = await front.start(bound, true);
+      this.#port = bound;
+    } catch (error) {
+      await Promise.all(fronts.map((front) => front.close()));
+      this.#fronts = [];
+      throw error;
+    }
   }
 
   /** The bound port (useful with port 0). */
   get port(): number {
-    const address = this.#server?.address();
-    if (address === null || address === undefined || typeof address === 'string') {
+    if (this.#port === undefined) {
       throw new Error('the tunnel listener is not listening: call start() first');
     }
-    return address.port;
+    return this.#port;
   }
 
   /** Destroys the sessions' live connections and removes their grants; returns connections closed. */
   closeSessions(sessionIds: Iterable<string>, reason: string): number {
     const wanted = new Set(sessionIds);
-    let closed = 0;
-    for (const connection of this.#live) {
-      if (wanted.has(connection.sessionId)) closed += this.#destroy(connection, reason);
-    }
+    const closed = this.#destroy(
+      [...this.#connections.values()].filter((connection) => wanted.has(connection.sessionId)),
+      reason,
+    );
     for (const sessionId of wanted) {
       this.#removing.set(sessionId, reason);
       try {
@@ -168,204 +193,171 @@ export class TunnelListener {
   closeKeyIds(keyIds: Iterable<string>, reason: string): number {
     const wanted = new Set(keyIds);
     const sessions = new Set(this.#options.grants.byKeyIds(wanted).map((grant) => grant.sessionId));
-    for (const connection of this.#live) if (wanted.has(connection.keyId)) sessions.add(connection.sessionId);
+    for (const connection of this.#connections.values()) {
+      if (wanted.has(connection.keyId) && !connection.destroyed) sessions.add(connection.sessionId);
+    }
     return this.closeSessions(sessions, reason);
   }
 
   /** Destroys connections whose client certificate has one of these serials; returns how many. */
   closeSerials(serials: Iterable<string>, reason: string): number {
     const wanted = new Set([...serials].map((serial) => serial.toLowerCase()));
-    let closed = 0;
-    for (const connection of this.#live) {
-      if (wanted.has(connection.serial)) closed += this.#destroy(connection, reason);
-    }
-    return closed;
+    return this.#destroy(
+      [...this.#connections.values()].filter((connection) => wanted.has(connection.serial)),
+      reason,
+    );
   }
 
   /** Tunnels and control channels open now. */
   liveConnections(): number {
-    return this.#live.size;
+    let live = 0;
+    for (const connection of this.#connections.values()) if (!connection.destroyed) live++;
+    return live;
+  }
+
+  /** liveConnections() by thread serving them: one figure in this thread, one per worker. */
+  liveConnectionsByThread(): number[] {
+    return this.#fronts.map((front) => {
+      let live = 0;
+      for (const connection of this.#connections.values()) {
+        if (connection.front === front && !connection.destroyed) live++;
+      }
+      return live;
+    });
   }
 
   /** Stops listening and destroys every live connection. Sessions are not reported ended. */
   async close(): Promise<void> {
+    this.#closing = true;
     this.#unobserve();
-    for (const connection of this.#live) this.#destroy(connection, 'gateway stopping');
-    const server = this.#server;
-    this.#server = undefined;
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    this.#connections.clear();
+    const fronts = this.#fronts;
+    this.#fronts = [];
+    this.#port = undefined;
+    await Promise.all(fronts.map((front) => front.close()));
   }
 
-  #accept(socket: TLSSocket): void {
-    // Errors after this point (a reset, a timeout) only end the connection.
-    socket.on('error', () => socket.destroy());
-    const admitted = this.#admit(socket);
-    if ('refused' in admitted) {
-      const { refused, ...fields } = admitted;
-      this.#refusals.refuse(refused, { source: socket.remoteAddress, ...fields });
-      socket.destroy();
-    } else if (admitted.backend === undefined) {
-      this.#serveControl(socket, admitted.source, admitted.peer, admitted.grant);
-    } else {
-      this.#proxy(socket, admitted.backend, admitted.peer, admitted.grant);
-    }
+  /** How the fronts reach this listener: the same calls for a server in this thread or in a worker. */
+  #owner(): FrontOwner {
+    return {
+      admit: (front, request) => this.#admit(front, request),
+      posture: (id, posture) => this.#posture(id, posture),
+      closed: (id, bytes) => this.#closed(id, bytes),
+      refused: (reason, fields) => this.#refusals.refuse(reason, fields),
+      error: (error) => this.#options.log.error({ err: error }, 'tunnel listener error'),
+      lost: (front) => {
+        for (const connection of [...this.#connections.values()]) {
+          if (connection.front === front) this.#closed(connection.id, { bytesIn: 0, bytesOut: 0 });
+        }
+      },
+    };
   }
 
-  /** The checks, cheap ones first: who is connecting, for what, and whether a grant lets them. */
-  #admit(socket: TLSSocket): Admission | Refusal {
-    const source = canonicalSource(socket.remoteAddress)?.address;
+  /** The checks that need the grants, for a connection a server (on `front`) has taken in. */
+  #admit(front: Front, request: ConnectionRequest): Verdict {
+    const source = canonicalSource(request.remoteAddress)?.address;
     if (source === undefined) return { refused: 'no remote address' };
-    const protocol = socket.alpnProtocol;
-    if (typeof protocol !== 'string' || !isOurProtocol(protocol)) {
-      return { refused: 'no umbra ALPN protocol (umbra-svc/SERVICE or umbra-control/1)' };
-    }
-    if (!socket.authorized)
-      return { refused: `client certificate not trusted (${socket.authorizationError})` };
-    const peer = peerIdentityOf(socket.getPeerX509Certificate());
-    if ('refused' in peer) return peer;
-    const { identity } = peer;
+    const { identity, serial, service } = request;
     let revoked: boolean;
     try {
-      revoked = this.#options.isSerialRevoked(peer.serial);
+      revoked = this.#options.isSerialRevoked(serial);
     } catch (error) {
       this.#options.log.error({ err: error }, 'the revocation check failed; refusing the connection');
       revoked = true;
     }
-    if (revoked) return { refused: `certificate ${peer.serial} is revoked`, identity };
+    if (revoked) return { refused: `certificate ${serial} is revoked`, identity };
+    if (this.#closing) return { refused: 'the tunnel listener is stopping' };
 
     const { grants } = this.#options;
-    if (protocol === CONTROL_ALPN) {
-      const grant = grants.findAnyForConnection(source, identity);
+    let grant: Grant | undefined;
+    let backend: { host: string; port: number; label: string } | undefined;
+    if (service === undefined) {
+      grant = grants.findAnyForConnection(source, identity);
       if (grant === undefined)
         return { refused: 'no grant from this address for the control channel', identity };
-      return { source, peer, grant, backend: undefined };
+    } else {
+      grant = grants.findForConnection(source, identity, service);
+      if (grant === undefined) return { refused: 'no tunnel grant from this address', identity, service };
+      const target = splitHostPort(grant.backend);
+      if (target === undefined)
+        return { refused: `the service's backend ${grant.backend} is not HOST:PORT`, service };
+      backend = { ...target, label: grant.backend };
     }
-    const service = protocol.slice(SERVICE_ALPN_PREFIX.length);
-    const grant = grants.findForConnection(source, identity, service);
-    if (grant === undefined) return { refused: 'no tunnel grant from this address', identity, service };
-    const backend = splitHostPort(grant.backend);
-    if (backend === undefined)
-      return { refused: `the service's backend ${grant.backend} is not HOST:PORT`, service };
-    return { source, peer, grant, backend };
-  }
 
-  #proxy(socket: TLSSocket, target: { host: string; port: number }, peer: PeerIdentity, grant: Grant): void {
-    const backend = connectTcp(target);
-    const connection = this.#track(socket, backend, peer, grant);
-    let session = this.#sessions.get(grant.sessionId);
-    if (session === undefined) {
-      session = { live: 0, bytesIn: 0, bytesOut: 0, grantGone: false, reason: undefined };
-      this.#sessions.set(grant.sessionId, session);
-    }
-    session.live++;
-    session.grantGone = false;
-
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, KEEPALIVE_MS);
-    backend.setNoDelay(true);
-    backend.setTimeout(BACKEND_CONNECT_TIMEOUT_MS, () =>
-      backend.destroy(new Error(`no connection within ${BACKEND_CONNECT_TIMEOUT_MS / 1000} s`)),
-    );
-    let connected = false;
-    backend.once('connect', () => {
-      connected = true;
-      backend.setTimeout(0);
-    });
-    backend.on('error', (error) => {
-      if (!connected) {
-        this.#refusals.refuse(`backend ${grant.backend} unreachable (${error.message})`, {
-          identity: peer.identity,
-          service: grant.service,
-        });
-      }
-      socket.destroy();
-    });
-    socket.on('error', () => backend.destroy());
-    // pipe() keeps backpressure and passes each side's end on; a side that closed ends the other
-    // (not destroys: what it had written must still reach its peer).
-    socket.pipe(backend);
-    backend.pipe(socket);
-    let open = 2;
-    const closed = () => {
-      if (--open === 0) this.#untrack(connection);
-    };
-    socket.once('close', () => {
-      backend.end();
-      closed();
-    });
-    backend.once('close', () => {
-      socket.end();
-      closed();
-    });
-  }
-
-  #serveControl(socket: TLSSocket, source: string, peer: PeerIdentity, grant: Grant): void {
-    const connection = this.#track(socket, undefined, peer, grant);
-    socket.setKeepAlive(true, KEEPALIVE_MS);
-    const reader = new ControlFrameReader();
-    let lastReportMs = Number.NEGATIVE_INFINITY;
-    socket.on('data', (chunk: Buffer) => {
-      let frames: ReturnType<ControlFrameReader['push']>;
-      try {
-        frames = reader.push(chunk);
-      } catch (error) {
-        this.#refusals.refuse((error as Error).message, { source, identity: peer.identity });
-        socket.destroy();
-        return;
-      }
-      for (const frame of frames) {
-        const now = this.#now();
-        if (now - lastReportMs < POSTURE_MIN_INTERVAL_MS) continue;
-        lastReportMs = now;
-        // The grant that lets the identity in now: a later knock may have replaced the first.
-        const keyId = this.#options.grants.findAnyForConnection(source, peer.identity)?.keyId ?? grant.keyId;
-        try {
-          this.#options.onPosture({ keyId, identity: peer.identity, source, posture: frame.posture });
-        } catch (error) {
-          this.#options.log.error({ err: error }, 'posture report handler failed');
-        }
-      }
-    });
-    socket.once('close', () => this.#untrack(connection));
-  }
-
-  #track(socket: TLSSocket, backend: Socket | undefined, peer: PeerIdentity, grant: Grant): Connection {
-    const connection: Connection = {
-      socket,
-      backend,
+    const id = this.#nextId++;
+    const tunnel = backend !== undefined;
+    this.#connections.set(id, {
+      id,
+      front,
+      source,
+      identity,
       sessionId: grant.sessionId,
       keyId: grant.keyId,
-      serial: peer.serial,
-      closed: false,
-    };
-    this.#live.add(connection);
-    return connection;
+      serial,
+      tunnel,
+      lastPostureMs: Number.NEGATIVE_INFINITY,
+      destroyed: false,
+    });
+    if (tunnel) {
+      let session = this.#sessions.get(grant.sessionId);
+      if (session === undefined) {
+        session = { live: 0, bytesIn: 0, bytesOut: 0, grantGone: false, reason: undefined };
+        this.#sessions.set(grant.sessionId, session);
+      }
+      session.live++;
+      session.grantGone = false;
+    }
+    return { id, backend };
   }
 
-  /** Destroys a connection now, remembering why for its session; returns 1 if it was open. */
-  #destroy(connection: Connection, reason: string): number {
-    if (connection.closed) return 0;
+  #posture(id: number, posture: Posture): void {
+    const connection = this.#connections.get(id);
+    if (connection === undefined || connection.destroyed) return;
+    const now = this.#now();
+    if (now - connection.lastPostureMs < POSTURE_MIN_INTERVAL_MS) return;
+    connection.lastPostureMs = now;
+    const { source, identity } = connection;
+    // The grant that lets the identity in now: a later knock may have replaced the first.
+    const keyId = this.#options.grants.findAnyForConnection(source, identity)?.keyId ?? connection.keyId;
+    try {
+      this.#options.onPosture({ keyId, identity, source, posture });
+    } catch (error) {
+      this.#options.log.error({ err: error }, 'posture report handler failed');
+    }
+  }
+
+  /** Destroys connections now, remembering why for their sessions; returns how many were open. */
+  #destroy(connections: Connection[], reason: string): number {
+    const byFront = new Map<Front, number[]>();
+    for (const connection of connections) {
+      if (connection.destroyed) continue;
+      connection.destroyed = true;
+      const session = this.#sessions.get(connection.sessionId);
+      if (session !== undefined && connection.tunnel) session.reason = reason;
+      const ids = byFront.get(connection.front) ?? [];
+      byFront.set(connection.front, ids);
+      ids.push(connection.id);
+    }
+    let closed = 0;
+    for (const [front, ids] of byFront) {
+      front.destroy(ids);
+      closed += ids.length;
+    }
+    return closed;
+  }
+
+  #closed(id: number, bytes: { bytesIn: number; bytesOut: number }): void {
+    const connection = this.#connections.get(id);
+    if (connection === undefined) return;
+    this.#connections.delete(id);
+    if (!connection.tunnel) return; // a control channel: no session of its own
     const session = this.#sessions.get(connection.sessionId);
-    if (session !== undefined && connection.backend !== undefined) session.reason = reason;
-    connection.socket.destroy();
-    connection.backend?.destroy();
-    this.#untrack(connection);
-    return 1;
-  }
-
-  #untrack(connection: Connection): void {
-    if (connection.closed) return;
-    connection.closed = true;
-    this.#live.delete(connection);
-    const { backend, sessionId } = connection;
-    if (backend === undefined) return; // a control channel: no session of its own
-    const session = this.#sessions.get(sessionId);
     if (session === undefined) return;
     session.live--;
-    // From the backend's side: what it was sent came in from the client, what it read goes out.
-    session.bytesIn += backend.bytesWritten;
-    session.bytesOut += backend.bytesRead;
-    if (session.live === 0 && session.grantGone) this.#endSession(sessionId, session.reason ?? 'closed');
+    session.bytesIn += bytes.bytesIn;
+    session.bytesOut += bytes.bytesOut;
+    if (session.live === 0 && session.grantGone)
+      this.#endSession(connection.sessionId, session.reason ?? 'closed');
   }
 
   #grantRemoved(grant: Grant, why: GrantRemoval): void {
@@ -395,11 +387,115 @@ export class TunnelListener {
   }
 }
 
-function isOurProtocol(protocol: string): boolean {
-  if (protocol === CONTROL_ALPN) return true;
-  return (
-    protocol.startsWith(SERVICE_ALPN_PREFIX) && SERVICE_NAME.test(protocol.slice(SERVICE_ALPN_PREFIX.length))
-  );
+type ServerSettings = Omit<TunnelServerOptions, 'port' | 'reusePort'>;
+
+/** The server in this thread: calls go straight through. */
+class LocalFront implements Front {
+  #server: TunnelServer | undefined;
+  #settings: ServerSettings;
+  #owner: FrontOwner;
+
+  constructor(settings: ServerSettings, owner: FrontOwner) {
+    this.#settings = settings;
+    this.#owner = owner;
+  }
+
+  start(port: number, reusePort: boolean): Promise<number> {
+    const owner = this.#owner;
+    this.#server = new TunnelServer(
+      { ...this.#settings, port, reusePort },
+      { ...owner, admit: (request) => owner.admit(this, request) },
+    );
+    return this.#server.start();
+  }
+
+  destroy(ids: number[]): void {
+    this.#server?.destroy(ids);
+  }
+
+  async close(): Promise<void> {
+    await this.#server?.close();
+  }
+}
+
+/** A server in a worker thread (tunnel-worker.ts), driven by messages. */
+class WorkerFront implements Front {
+  #worker: Worker | undefined;
+  #settings: ServerSettings;
+  #owner: FrontOwner;
+  #stopping = false;
+
+  constructor(settings: ServerSettings, owner: FrontOwner) {
+    this.#settings = settings;
+    this.#owner = owner;
+  }
+
+  start(port: number, reusePort: boolean): Promise<number> {
+    const worker = new Worker(WORKER_ENTRY, {
+      workerData: { ...this.#settings, port, reusePort } satisfies TunnelServerOptions,
+      name: 'umbra-tunnel',
+    });
+    this.#worker = worker;
+    return new Promise<number>((resolve, reject) => {
+      worker.on('message', (message: FromWorker) => {
+        switch (message.t) {
+          case 'listening':
+            return resolve(message.port);
+          case 'failed':
+            return reject(new Error(message.message));
+          case 'admit':
+            return this.#send({
+              t: 'verdict',
+              request: message.request,
+              verdict: this.#owner.admit(this, message.connection),
+            });
+          case 'posture':
+            return this.#owner.posture(message.id, message.posture);
+          case 'closed':
+            return this.#owner.closed(message.id, message);
+          case 'refused':
+            return this.#owner.refused(message.reason, message.fields);
+          case 'error':
+            return this.#owner.error(new Error(message.message));
+          case 'stopped':
+            return;
+        }
+      });
+      worker.on('error', (error) => {
+        reject(error);
+        this.#owner.error(error);
+      });
+      worker.on('exit', (code) => {
+        reject(new Error(`the tunnel worker exited (code ${code}) before it listened`));
+        if (this.#stopping) return;
+        this.#owner.error(new Error(`a tunnel worker exited (code ${code}); the others serve on`));
+        this.#owner.lost(this);
+      });
+    });
+  }
+
+  destroy(ids: number[]): void {
+    this.#send({ t: 'destroy', ids });
+  }
+
+  async close(): Promise<void> {
+    const worker = this.#worker;
+    if (worker === undefined || this.#stopping) return;
+    this.#stopping = true;
+    const stopped = new Promise<void>((resolve) => {
+      worker.on('message', (message: FromWorker) => {
+        if (message.t === 'stopped') resolve();
+      });
+      worker.once('exit', () => resolve());
+    });
+    this.#send({ t: 'close' });
+    await stopped;
+    await worker.terminate();
+  }
+
+  #send(message: ToWorker): void {
+    this.#worker?.postMessage(message);
+  }
 }
 
 /** HOST:PORT or [IPv6]:PORT. */
