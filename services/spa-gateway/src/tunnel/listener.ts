@@ -153,8 +153,23 @@ export class TunnelListener {
     this.#fronts = fronts;
     try {
       // The first one binds (port 0 picks); the others join it on the port it got.
-      let bound = await fronts[0]!.start(port, workers > 0);
-      for (const front of fronts.slice(1)) bound = await front.start(bound, true);
+      const bound = await fronts[0]!.start(port, workers > 0);
+      const running: Front[] = [fronts[0]!];
+      for (const front of fronts.slice(1)) {
+        try {
+          await front.start(bound, true);
+          running.push(front);
+        } catch (error) {
+          // A Node without reusePort (before 22.12) cannot share the port between threads: keep the
+          // workers that listen rather than leave the gateway without tunnels.
+          await front.close();
+          this.#options.log.warn(
+            { err: (error as Error).message, workers: running.length },
+            'a tunnel worker could not share the port; running with fewer workers',
+          );
+        }
+      }
+      this.#fronts = running;
       this.#port = bound;
     } catch (error) {
       await Promise.all(fronts.map((front) => front.close()));
