@@ -16,10 +16,18 @@ import { StoreError } from './errors.ts';
 import {
   type AuditRow,
   accessChangeDetails,
+  approvalRefusal,
+  attestationDetails,
   auditFromRow,
   type CertificateRow,
   certificateFromRow,
   duplicate,
+  type EkRootRow,
+  ekRootFromRow,
+  ekRootTaken,
+  type FirmwarePcrsRow,
+  firmwarePcrsFromRow,
+  firmwareTaken,
   type GatewayRow,
   gatewayFromRow,
   type IdentityRow,
@@ -28,6 +36,7 @@ import {
   notFound,
   type PolicyRow,
   policyFromRow,
+  releasedState,
   type ServiceRow,
   type SessionRow,
   serviceFromRow,
@@ -42,8 +51,10 @@ import {
   type AuditWatch,
   type Certificate,
   type DecisionBatch,
+  type EkRoot,
   ENROLLMENT_KINDS,
   type EnrollmentToken,
+  type FirmwarePcrs,
   type Gateway,
   type GatewayEndpoint,
   type Group,
@@ -51,12 +62,16 @@ import {
   type Identity,
   type NewAuditEntry,
   type NewCertificate,
+  type NewEkRoot,
   type NewEnrollmentToken,
+  type NewFirmwarePcrs,
   type NewGateway,
+  type NewGatewayAttestation,
   type NewIdentity,
   type NewPolicy,
   type NewService,
   type NewSession,
+  type PcrValues,
   type Policy,
   type PolicyWithService,
   type RecordedDecisions,
@@ -77,11 +92,16 @@ import {
   checkDays,
   checkDecisionBatch,
   checkEndpoint,
+  checkFingerprint,
+  checkFirmwareVersion,
   checkHex,
   checkHours,
   checkId,
   checkName,
   checkNames,
+  checkNewAttestation,
+  checkNewEkRoot,
+  checkNewFirmwarePcrs,
   checkNewSession,
   checkOneOf,
   checkPem,
@@ -629,6 +649,187 @@ export class PgStore implements Store {
       'UPDATE gateways SET disconnected_at = $1, last_seen_at = $1 WHERE name = $2 AND connected_at = $3',
       [now, name, connectedAt],
     );
+  }
+
+  async recordGatewayAttestation(
+    name: string,
+    attestation: NewGatewayAttestation,
+    now: number,
+    actor: string,
+  ): Promise<Gateway> {
+    checkName(name, 'name');
+    const checked = checkNewAttestation(attestation, 'attestation');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const row = await attestableGatewayRow(q, name);
+      const pcrs = JSON.stringify(checked.pcrs);
+      // Only an operator ends a quarantine: an attestation meanwhile records what it saw, no more.
+      const state = row.attestation === 'quarantined' ? 'quarantined' : checked.state;
+      const updated = await one<GatewayRow>(
+        q,
+        `UPDATE gateways SET attestation = $1, attested_pcrs = $2, firmware_version = $3,
+           golden_pcrs = CASE WHEN $1 = 'approved' THEN $2 ELSE golden_pcrs END,
+           quarantine_reason = CASE WHEN $1 = 'quarantined' THEN COALESCE(quarantine_reason, $4) ELSE NULL END,
+           attestation_changed_at = CASE WHEN attestation = $1 THEN attestation_changed_at ELSE $5 END
+         WHERE id = $6 RETURNING *`,
+        [state, pcrs, checked.firmwareVersion, checked.reason, now, row.id],
+      );
+      const details = attestationDetails(state, checked.pcrs, checked.firmwareVersion, checked.reason);
+      if (state !== checked.state) details.concluded = checked.state;
+      await audit(q, now, actor, 'gateway.attest', name, details);
+      return gatewayFromRow(updated!);
+    });
+  }
+
+  async quarantineGateway(name: string, reason: string, now: number, actor: string): Promise<Gateway> {
+    checkName(name, 'name');
+    checkText(reason, 'reason');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const row = await attestableGatewayRow(q, name);
+      if (row.attestation === 'quarantined') return gatewayFromRow(row);
+      const updated = await one<GatewayRow>(
+        q,
+        `UPDATE gateways SET attestation = 'quarantined', quarantine_reason = $1, attestation_changed_at = $2
+         WHERE id = $3 RETURNING *`,
+        [reason, now, row.id],
+      );
+      await audit(q, now, actor, 'gateway.quarantine', name, { previous: row.attestation, reason });
+      return gatewayFromRow(updated!);
+    });
+  }
+
+  async approveGateway(name: string, now: number, actor: string): Promise<Gateway> {
+    checkName(name, 'name');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const row = await gatewayRowForUpdate(q, name);
+      const refusal = approvalRefusal(name, row);
+      if (refusal) throw refusal;
+      const updated = await one<GatewayRow>(
+        q,
+        `UPDATE gateways SET attestation = 'approved', golden_pcrs = attested_pcrs, attestation_changed_at = $1
+         WHERE id = $2 RETURNING *`,
+        [now, row.id],
+      );
+      const golden = JSON.parse(row.attested_pcrs!) as PcrValues;
+      await audit(q, now, actor, 'gateway.approve', name, { bank: golden.bank, pcrs: golden.pcrs });
+      return gatewayFromRow(updated!);
+    });
+  }
+
+  async releaseGateway(name: string, now: number, actor: string): Promise<Gateway> {
+    checkName(name, 'name');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const row = await gatewayRowForUpdate(q, name);
+      if (row.attestation !== 'quarantined')
+        throw invalid('name', `gateway "${name}" is ${row.attestation}, not quarantined; nothing to release`);
+      const state = releasedState(row);
+      const updated = await one<GatewayRow>(
+        q,
+        `UPDATE gateways SET attestation = $1, quarantine_reason = NULL, attestation_changed_at = $2
+         WHERE id = $3 RETURNING *`,
+        [state, now, row.id],
+      );
+      await audit(q, now, actor, 'gateway.release', name, { state, reason: row.quarantine_reason });
+      return gatewayFromRow(updated!);
+    });
+  }
+
+  // ---- EK roots
+
+  async addEkRoots(roots: readonly NewEkRoot[], now: number, actor: string): Promise<EkRoot[]> {
+    if (!Array.isArray(roots) || roots.length === 0)
+      throw invalid('roots', 'expected at least one CA certificate');
+    const checked = roots.map((root, index) => checkNewEkRoot(root, `roots[${index}].`));
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const added: EkRoot[] = [];
+      for (const [index, root] of checked.entries()) {
+        // ON CONFLICT: a root another controller added meanwhile is refused like one found here.
+        const row = await one<EkRootRow>(
+          q,
+          `INSERT INTO ek_roots (fingerprint, pem, subject, issuer, not_after, added_at)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO NOTHING RETURNING *`,
+          [root.fingerprint, root.pem, root.subject, root.issuer, root.notAfter, now],
+        );
+        if (!row) throw duplicate(`roots[${index}]`, ekRootTaken(index, root));
+        await audit(q, now, actor, 'ekca.add', root.fingerprint, {
+          subject: root.subject,
+          issuer: root.issuer,
+        });
+        added.push(ekRootFromRow(row));
+      }
+      return added;
+    });
+  }
+
+  async listEkRoots(): Promise<EkRoot[]> {
+    return (
+      await all<EkRootRow>(
+        this.#pool,
+        `SELECT * FROM ek_roots ORDER BY subject ${BY_CODE_POINT}, fingerprint ${BY_CODE_POINT}`,
+      )
+    ).map(ekRootFromRow);
+  }
+
+  async removeEkRoot(fingerprint: string, now: number, actor: string): Promise<EkRoot> {
+    const normalized = checkFingerprint(fingerprint, 'fingerprint');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const row = await one<EkRootRow>(q, 'DELETE FROM ek_roots WHERE fingerprint = $1 RETURNING *', [
+        normalized,
+      ]);
+      if (!row) throw notFound('fingerprint', `no EK root with fingerprint ${normalized}`);
+      await audit(q, now, actor, 'ekca.remove', normalized, { subject: row.subject, issuer: row.issuer });
+      return ekRootFromRow(row);
+    });
+  }
+
+  // ---- golden PCR values per firmware version
+
+  async addFirmwarePcrs(input: NewFirmwarePcrs, now: number, actor: string): Promise<FirmwarePcrs> {
+    const { version, bank, pcrs } = checkNewFirmwarePcrs(input);
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const row = await one<FirmwarePcrsRow>(
+        q,
+        `INSERT INTO firmware_pcrs (version, bank, pcrs, added_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (version) DO NOTHING RETURNING *`,
+        [version, bank, JSON.stringify(pcrs), now],
+      );
+      if (!row) throw duplicate('version', firmwareTaken(version));
+      await audit(q, now, actor, 'firmware.pcrs.add', version, { bank, pcrs });
+      return firmwarePcrsFromRow(row);
+    });
+  }
+
+  async listFirmwarePcrs(): Promise<FirmwarePcrs[]> {
+    return (
+      await all<FirmwarePcrsRow>(this.#pool, `SELECT * FROM firmware_pcrs ORDER BY version ${BY_CODE_POINT}`)
+    ).map(firmwarePcrsFromRow);
+  }
+
+  async removeFirmwarePcrs(version: string, now: number, actor: string): Promise<FirmwarePcrs> {
+    checkFirmwareVersion(version, 'version');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const row = await one<FirmwarePcrsRow>(q, 'DELETE FROM firmware_pcrs WHERE version = $1 RETURNING *', [
+        version,
+      ]);
+      if (!row) throw notFound('version', `no golden PCR values for firmware version "${version}"`);
+      await audit(q, now, actor, 'firmware.pcrs.remove', version, { bank: row.bank });
+      return firmwarePcrsFromRow(row);
+    });
   }
 
   // ---- services
@@ -1207,6 +1408,31 @@ function groupRow(q: Queryable, name: string): Promise<{ id: string } | undefine
 
 function gatewayRow(q: Queryable, name: string): Promise<GatewayRow | undefined> {
   return one<GatewayRow>(q, 'SELECT * FROM gateways WHERE name = $1', [name]);
+}
+
+/** Locked until COMMIT: a change decided from the row's state waits for another controller's. */
+async function gatewayRowForUpdate(q: pg.PoolClient, name: string): Promise<GatewayRow> {
+  const row = await one<GatewayRow>(q, 'SELECT * FROM gateways WHERE name = $1 FOR UPDATE', [name]);
+  if (!row) throw notFound('name', `no gateway named "${name}"`);
+  return row;
+}
+
+/** Locked, and not revoked. */
+async function attestableGatewayRow(q: pg.PoolClient, name: string): Promise<GatewayRow> {
+  const row = await gatewayRowForUpdate(q, name);
+  if (row.status === 'revoked') throw invalid('name', `gateway "${name}" is revoked`);
+  return row;
+}
+
+function audit(
+  q: pg.PoolClient,
+  now: number,
+  actor: string,
+  action: string,
+  subject: string,
+  details: Record<string, unknown>,
+): Promise<AuditEntry> {
+  return insertAudit(q, checkAuditEntry({ at: now, actor, action, subject, details }, '', now));
 }
 
 async function refuseTakenGatewayKey(

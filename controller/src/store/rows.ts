@@ -5,15 +5,20 @@
 import { randomBytes } from 'node:crypto';
 import { StoreError } from './errors.ts';
 import type {
+  AttestationState,
   AuditEntry,
   Certificate,
   Decision,
+  EkRoot,
   EnrollmentKind,
   EnrollmentToken,
+  FirmwarePcrs,
   Gateway,
   GatewayStatus,
   Identity,
   IdentityKind,
+  PcrBank,
+  PcrValues,
   PolicyWithService,
   Service,
   ServiceMode,
@@ -46,6 +51,31 @@ export interface GatewayRow {
   connected_at: number | null;
   disconnected_at: number | null;
   last_seen_at: number | null;
+  attestation: AttestationState;
+  /** JSON PcrValues. */
+  attested_pcrs: string | null;
+  firmware_version: string | null;
+  /** JSON PcrValues. */
+  golden_pcrs: string | null;
+  quarantine_reason: string | null;
+  attestation_changed_at: number | null;
+}
+
+export interface EkRootRow {
+  fingerprint: string;
+  pem: string;
+  subject: string;
+  issuer: string;
+  not_after: number;
+  added_at: number;
+}
+
+export interface FirmwarePcrsRow {
+  version: string;
+  bank: PcrBank;
+  /** JSON { INDEX: HEX }. */
+  pcrs: string;
+  added_at: number;
 }
 
 export interface ServiceRow {
@@ -160,6 +190,79 @@ export function gatewayFromRow(row: GatewayRow): Gateway {
     connectedAt: row.connected_at,
     disconnectedAt: row.disconnected_at,
     lastSeenAt: row.last_seen_at,
+    attestation: {
+      state: row.attestation,
+      pcrs: row.attested_pcrs === null ? null : (JSON.parse(row.attested_pcrs) as PcrValues),
+      firmwareVersion: row.firmware_version,
+      golden: row.golden_pcrs === null ? null : (JSON.parse(row.golden_pcrs) as PcrValues),
+      quarantineReason: row.quarantine_reason,
+      changedAt: row.attestation_changed_at,
+    },
+  };
+}
+
+/**
+ * Where `gateway release` takes a quarantined gateway: approved when what it last quoted is its
+ * golden set (the quarantine was for something else, or the drift came and went), awaiting approval
+ * when it differs (its knocks pass again; the operator approves the new values with `gateway
+ * approve`), unattested when it never attested.
+ */
+export function releasedState(row: GatewayRow): AttestationState {
+  if (row.attested_pcrs === null) return 'unattested';
+  return row.attested_pcrs === row.golden_pcrs ? 'approved' : 'awaiting-approval';
+}
+
+/** Why approve refuses this gateway, or null when it may be approved. */
+export function approvalRefusal(name: string, row: GatewayRow): StoreError | null {
+  if (row.status === 'revoked')
+    return new StoreError('invalid', `name: gateway "${name}" is revoked`, 'name');
+  if (row.attestation === 'awaiting-approval' && row.attested_pcrs !== null) return null;
+  const why: Record<AttestationState, string> = {
+    unattested: 'it has not attested with a TPM, so there are no PCR values to approve',
+    approved: 'it is already approved',
+    quarantined: 'it is quarantined; release it first (umbra-controller gateway release)',
+    'awaiting-approval': 'it has no recorded PCR values',
+  };
+  return new StoreError(
+    'invalid',
+    `name: gateway "${name}" is ${row.attestation}, not awaiting approval: ${why[row.attestation]}`,
+    'name',
+  );
+}
+
+/** The audit details of an attestation record: what was quoted, and what it concluded. */
+export function attestationDetails(
+  state: AttestationState,
+  pcrs: PcrValues,
+  firmwareVersion: string | null,
+  reason: string | null,
+): Record<string, unknown> {
+  return {
+    state,
+    bank: pcrs.bank,
+    pcrs: pcrs.pcrs,
+    ...(firmwareVersion === null ? {} : { firmwareVersion }),
+    ...(reason === null ? {} : { reason }),
+  };
+}
+
+export function ekRootFromRow(row: EkRootRow): EkRoot {
+  return {
+    fingerprint: row.fingerprint,
+    pem: row.pem,
+    subject: row.subject,
+    issuer: row.issuer,
+    notAfter: row.not_after,
+    addedAt: row.added_at,
+  };
+}
+
+export function firmwarePcrsFromRow(row: FirmwarePcrsRow): FirmwarePcrs {
+  return {
+    version: row.version,
+    bank: row.bank,
+    pcrs: JSON.parse(row.pcrs) as Record<string, string>,
+    addedAt: row.added_at,
   };
 }
 
@@ -266,4 +369,19 @@ export function auditFromRow(row: AuditRow): AuditEntry {
     reason: row.reason,
     details: JSON.parse(row.details) as Record<string, unknown>,
   };
+}
+
+/** Why an EK root cannot be added: the same certificate is trusted already (or listed twice). */
+export function ekRootTaken(index: number, root: { fingerprint: string; subject: string }): string {
+  return (
+    `roots[${index}]: the CA certificate "${root.subject}" (SHA-256 ${root.fingerprint}) is already ` +
+    'trusted or listed twice; leave it out (umbra-controller ekca list)'
+  );
+}
+
+export function firmwareTaken(version: string): string {
+  return (
+    `version: firmware version "${version}" already has golden PCR values; remove them first ` +
+    '(umbra-controller firmware pcrs remove) to replace them'
+  );
 }

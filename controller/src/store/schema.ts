@@ -147,6 +147,38 @@ export const MIGRATIONS: readonly Migration[] = [
       'CREATE INDEX sessions_by_gateway ON sessions (gateway_id)',
     ],
   },
+  {
+    version: 3,
+    description: 'attestation records: EK roots, golden PCR values, gateway attestation state',
+    statements: [
+      // The TPM manufacturers' CA certificates the operator trusts for EK chains. fingerprint: the
+      // SHA-256 of the DER, lower-case hex; subject and issuer as RFC 4514 text, for listings.
+      `CREATE TABLE ek_roots (
+        fingerprint TEXT PRIMARY KEY,
+        pem TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        not_after BIGINT NOT NULL,
+        added_at BIGINT NOT NULL
+      )`,
+      // Golden values per firmware version: pcrs is JSON {"INDEX": "hex digest"} in one bank.
+      `CREATE TABLE firmware_pcrs (
+        version TEXT PRIMARY KEY,
+        bank TEXT NOT NULL CHECK (bank IN ('sha1', 'sha256', 'sha384')),
+        pcrs TEXT NOT NULL,
+        added_at BIGINT NOT NULL
+      )`,
+      // Every gateway so far holds software keys: unattested. attested_pcrs and golden_pcrs are JSON
+      // {"bank": ..., "pcrs": {...}}: what its last attestation quoted, and what it must match.
+      `ALTER TABLE gateways ADD COLUMN attestation TEXT NOT NULL DEFAULT 'unattested'
+        CHECK (attestation IN ('unattested', 'awaiting-approval', 'approved', 'quarantined'))`,
+      'ALTER TABLE gateways ADD COLUMN attested_pcrs TEXT',
+      'ALTER TABLE gateways ADD COLUMN firmware_version TEXT',
+      'ALTER TABLE gateways ADD COLUMN golden_pcrs TEXT',
+      'ALTER TABLE gateways ADD COLUMN quarantine_reason TEXT',
+      'ALTER TABLE gateways ADD COLUMN attestation_changed_at BIGINT',
+    ],
+  },
 ];
 
 /** The schema version this code writes and understands. */

@@ -12,10 +12,18 @@ import { StoreError } from './errors.ts';
 import {
   type AuditRow,
   accessChangeDetails,
+  approvalRefusal,
+  attestationDetails,
   auditFromRow,
   type CertificateRow,
   certificateFromRow,
   duplicate,
+  type EkRootRow,
+  ekRootFromRow,
+  ekRootTaken,
+  type FirmwarePcrsRow,
+  firmwarePcrsFromRow,
+  firmwareTaken,
   type GatewayRow,
   gatewayFromRow,
   type IdentityRow,
@@ -24,6 +32,7 @@ import {
   notFound,
   type PolicyRow,
   policyFromRow,
+  releasedState,
   type ServiceRow,
   type SessionRow,
   serviceFromRow,
@@ -38,8 +47,10 @@ import {
   type AuditWatch,
   type Certificate,
   type DecisionBatch,
+  type EkRoot,
   ENROLLMENT_KINDS,
   type EnrollmentToken,
+  type FirmwarePcrs,
   type Gateway,
   type GatewayEndpoint,
   type Group,
@@ -47,12 +58,16 @@ import {
   type Identity,
   type NewAuditEntry,
   type NewCertificate,
+  type NewEkRoot,
   type NewEnrollmentToken,
+  type NewFirmwarePcrs,
   type NewGateway,
+  type NewGatewayAttestation,
   type NewIdentity,
   type NewPolicy,
   type NewService,
   type NewSession,
+  type PcrValues,
   type Policy,
   type PolicyWithService,
   type RecordedDecisions,
@@ -73,11 +88,16 @@ import {
   checkDays,
   checkDecisionBatch,
   checkEndpoint,
+  checkFingerprint,
+  checkFirmwareVersion,
   checkHex,
   checkHours,
   checkId,
   checkName,
   checkNames,
+  checkNewAttestation,
+  checkNewEkRoot,
+  checkNewFirmwarePcrs,
   checkNewSession,
   checkOneOf,
   checkPem,
@@ -655,6 +675,107 @@ export class SqliteStore implements Store {
     );
   }
 
+  async recordGatewayAttestation(
+    name: string,
+    attestation: NewGatewayAttestation,
+    now: number,
+    actor: string,
+  ): Promise<Gateway> {
+    checkName(name, 'name');
+    const checked = checkNewAttestation(attestation, 'attestation');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      const row = this.#attestableGatewayRow(name);
+      const pcrs = JSON.stringify(checked.pcrs);
+      // Only an operator ends a quarantine: an attestation meanwhile records what it saw, no more.
+      const state = row.attestation === 'quarantined' ? 'quarantined' : checked.state;
+      this.#run(
+        `UPDATE gateways SET attestation = ?, attested_pcrs = ?, firmware_version = ?,
+           golden_pcrs = CASE WHEN ? = 'approved' THEN ? ELSE golden_pcrs END,
+           quarantine_reason = CASE WHEN ? = 'quarantined' THEN COALESCE(quarantine_reason, ?) ELSE NULL END,
+           attestation_changed_at = CASE WHEN attestation = ? THEN attestation_changed_at ELSE ? END
+         WHERE id = ?`,
+        [state, pcrs, checked.firmwareVersion, state, pcrs, state, checked.reason, state, now, row.id],
+      );
+      const details = attestationDetails(state, checked.pcrs, checked.firmwareVersion, checked.reason);
+      if (state !== checked.state) details.concluded = checked.state;
+      this.#audit(now, actor, 'gateway.attest', name, details);
+      return gatewayFromRow(this.#gatewayRow(name)!);
+    });
+  }
+
+  async quarantineGateway(name: string, reason: string, now: number, actor: string): Promise<Gateway> {
+    checkName(name, 'name');
+    checkText(reason, 'reason');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      const row = this.#attestableGatewayRow(name);
+      if (row.attestation !== 'quarantined') {
+        this.#run(
+          `UPDATE gateways SET attestation = 'quarantined', quarantine_reason = ?, attestation_changed_at = ?
+           WHERE id = ?`,
+          [reason, now, row.id],
+        );
+        this.#audit(now, actor, 'gateway.quarantine', name, { previous: row.attestation, reason });
+      }
+      return gatewayFromRow(this.#gatewayRow(name)!);
+    });
+  }
+
+  async approveGateway(name: string, now: number, actor: string): Promise<Gateway> {
+    checkName(name, 'name');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      const row = this.#gatewayRow(name);
+      if (!row) throw notFound('name', `no gateway named "${name}"`);
+      const refusal = approvalRefusal(name, row);
+      if (refusal) throw refusal;
+      this.#run(
+        `UPDATE gateways SET attestation = 'approved', golden_pcrs = attested_pcrs, attestation_changed_at = ?
+         WHERE id = ?`,
+        [now, row.id],
+      );
+      const golden = JSON.parse(row.attested_pcrs!) as PcrValues;
+      this.#audit(now, actor, 'gateway.approve', name, { bank: golden.bank, pcrs: golden.pcrs });
+      return gatewayFromRow(this.#gatewayRow(name)!);
+    });
+  }
+
+  async releaseGateway(name: string, now: number, actor: string): Promise<Gateway> {
+    checkName(name, 'name');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      const row = this.#gatewayRow(name);
+      if (!row) throw notFound('name', `no gateway named "${name}"`);
+      if (row.attestation !== 'quarantined')
+        throw invalid('name', `gateway "${name}" is ${row.attestation}, not quarantined; nothing to release`);
+      const state = releasedState(row);
+      this.#run(
+        `UPDATE gateways SET attestation = ?, quarantine_reason = NULL, attestation_changed_at = ?
+         WHERE id = ?`,
+        [state, now, row.id],
+      );
+      this.#audit(now, actor, 'gateway.release', name, { state, reason: row.quarantine_reason });
+      return gatewayFromRow(this.#gatewayRow(name)!);
+    });
+  }
+
+  /** The gateway, which must exist and not be revoked. */
+  #attestableGatewayRow(name: string): GatewayRow {
+    const row = this.#gatewayRow(name);
+    if (!row) throw notFound('name', `no gateway named "${name}"`);
+    if (row.status === 'revoked') throw invalid('name', `gateway "${name}" is revoked`);
+    return row;
+  }
+
+  #audit(now: number, actor: string, action: string, subject: string, details: Record<string, unknown>) {
+    return this.#insertAudit(checkAuditEntry({ at: now, actor, action, subject, details }, '', now));
+  }
+
   #gatewayRow(name: string): GatewayRow | undefined {
     return this.#get('SELECT * FROM gateways WHERE name = ?', [name]) as GatewayRow | undefined;
   }
@@ -666,6 +787,97 @@ export class SqliteStore implements Store {
     if (holder && holder.id !== exceptId) {
       throw duplicate('publicKey', `public key already belongs to gateway "${holder.name}"`);
     }
+  }
+
+  // ---- EK roots
+
+  async addEkRoots(roots: readonly NewEkRoot[], now: number, actor: string): Promise<EkRoot[]> {
+    if (!Array.isArray(roots) || roots.length === 0)
+      throw invalid('roots', 'expected at least one CA certificate');
+    const checked = roots.map((root, index) => checkNewEkRoot(root, `roots[${index}].`));
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() =>
+      checked.map((root, index) => {
+        const taken = this.#ekRootRow(root.fingerprint);
+        if (taken || checked.findIndex((other) => other.fingerprint === root.fingerprint) < index)
+          throw duplicate(`roots[${index}]`, ekRootTaken(index, root));
+        this.#run(
+          `INSERT INTO ek_roots (fingerprint, pem, subject, issuer, not_after, added_at)
+           VALUES (?, ?, ?, ?, ?, ?)`,
+          [root.fingerprint, root.pem, root.subject, root.issuer, root.notAfter, now],
+        );
+        this.#audit(now, actor, 'ekca.add', root.fingerprint, { subject: root.subject, issuer: root.issuer });
+        return ekRootFromRow(this.#ekRootRow(root.fingerprint)!);
+      }),
+    );
+  }
+
+  async listEkRoots(): Promise<EkRoot[]> {
+    return (this.#all('SELECT * FROM ek_roots ORDER BY subject, fingerprint') as EkRootRow[]).map(
+      ekRootFromRow,
+    );
+  }
+
+  async removeEkRoot(fingerprint: string, now: number, actor: string): Promise<EkRoot> {
+    const normalized = checkFingerprint(fingerprint, 'fingerprint');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      const row = this.#ekRootRow(normalized);
+      if (!row) throw notFound('fingerprint', `no EK root with fingerprint ${normalized}`);
+      this.#run('DELETE FROM ek_roots WHERE fingerprint = ?', [normalized]);
+      this.#audit(now, actor, 'ekca.remove', normalized, { subject: row.subject, issuer: row.issuer });
+      return ekRootFromRow(row);
+    });
+  }
+
+  #ekRootRow(fingerprint: string): EkRootRow | undefined {
+    return this.#get('SELECT * FROM ek_roots WHERE fingerprint = ?', [fingerprint]) as EkRootRow | undefined;
+  }
+
+  // ---- golden PCR values per firmware version
+
+  async addFirmwarePcrs(input: NewFirmwarePcrs, now: number, actor: string): Promise<FirmwarePcrs> {
+    const { version, bank, pcrs } = checkNewFirmwarePcrs(input);
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      if (this.#firmwarePcrsRow(version)) throw duplicate('version', firmwareTaken(version));
+      this.#run('INSERT INTO firmware_pcrs (version, bank, pcrs, added_at) VALUES (?, ?, ?, ?)', [
+        version,
+        bank,
+        JSON.stringify(pcrs),
+        now,
+      ]);
+      this.#audit(now, actor, 'firmware.pcrs.add', version, { bank, pcrs });
+      return firmwarePcrsFromRow(this.#firmwarePcrsRow(version)!);
+    });
+  }
+
+  async listFirmwarePcrs(): Promise<FirmwarePcrs[]> {
+    return (this.#all('SELECT * FROM firmware_pcrs ORDER BY version') as FirmwarePcrsRow[]).map(
+      firmwarePcrsFromRow,
+    );
+  }
+
+  async removeFirmwarePcrs(version: string, now: number, actor: string): Promise<FirmwarePcrs> {
+    checkFirmwareVersion(version, 'version');
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      const row = this.#firmwarePcrsRow(version);
+      if (!row) throw notFound('version', `no golden PCR values for firmware version "${version}"`);
+      this.#run('DELETE FROM firmware_pcrs WHERE version = ?', [version]);
+      this.#audit(now, actor, 'firmware.pcrs.remove', version, { bank: row.bank });
+      return firmwarePcrsFromRow(row);
+    });
+  }
+
+  #firmwarePcrsRow(version: string): FirmwarePcrsRow | undefined {
+    return this.#get('SELECT * FROM firmware_pcrs WHERE version = ?', [version]) as
+      | FirmwarePcrsRow
+      | undefined;
   }
 
   // ---- services

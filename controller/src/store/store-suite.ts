@@ -875,5 +875,301 @@ export function storeSuite(name: string, open: OpenStore): void {
         assert.deepEqual(await store.listAudit(), []);
       });
     });
+
+    describe('attestation records', () => {
+      const digest = (byte: string, bytes = 32) => byte.repeat(bytes * 2);
+      const quoted = { bank: 'sha256' as const, pcrs: { '0': digest('a'), '7': digest('b') } };
+      const drifted = { bank: 'sha256' as const, pcrs: { '0': digest('a'), '7': digest('c') } };
+      const root = (fingerprint: string, subject = 'CN=Infineon OPTIGA(TM) RSA Root CA') => ({
+        fingerprint,
+        pem: PEM,
+        subject,
+        issuer: subject,
+        notAfter: T0 + 1_000_000,
+      });
+      const actions = async (prefix: string) =>
+        (await store.listAudit())
+          .filter((entry) => entry.action.startsWith(prefix))
+          .map((entry) => [entry.action, entry.subject, entry.at, entry.actor]);
+
+      test('a gateway starts unattested; awaiting approval, an operator approves its PCRs as golden', async () => {
+        await store.createGateway({ name: 'branch-1', publicKey: publicKey() });
+        assert.deepEqual((await store.getGatewayByName('branch-1'))?.attestation, {
+          state: 'unattested',
+          pcrs: null,
+          firmwareVersion: null,
+          golden: null,
+          quarantineReason: null,
+          changedAt: null,
+        });
+        await assert.rejects(
+          store.approveGateway('branch-1', 500, 'cli'),
+          refusedWith(
+            'invalid',
+            'name',
+            /"branch-1" is unattested, not awaiting approval: it has not attested/,
+          ),
+        );
+        const awaiting = await store.recordGatewayAttestation(
+          'branch-1',
+          {
+            state: 'awaiting-approval',
+            pcrs: { bank: 'sha256', pcrs: { '7': digest('B'), '0': digest('A') } },
+          },
+          1_000,
+          'gateway:branch-1',
+        );
+        assert.deepEqual(awaiting.attestation, {
+          state: 'awaiting-approval',
+          pcrs: quoted,
+          firmwareVersion: null,
+          golden: null,
+          quarantineReason: null,
+          changedAt: 1_000,
+        });
+        const approved = await store.approveGateway('branch-1', 2_000, 'cli');
+        assert.equal(approved.attestation.state, 'approved');
+        assert.deepEqual(approved.attestation.golden, quoted);
+        assert.equal(approved.attestation.changedAt, 2_000);
+        await assert.rejects(
+          store.approveGateway('branch-1', 3_000, 'cli'),
+          refusedWith('invalid', 'name', /is approved, not awaiting approval: it is already approved/),
+        );
+        await assert.rejects(
+          store.approveGateway('nobody', 3_000, 'cli'),
+          refusedWith('not-found', 'name', /nobody/),
+        );
+        assert.deepEqual(await actions('gateway.'), [
+          ['gateway.attest', 'branch-1', 1_000, 'gateway:branch-1'],
+          ['gateway.approve', 'branch-1', 2_000, 'cli'],
+        ]);
+        const [attest, approve] = (await store.listAudit()).filter((e) => e.action.startsWith('gateway.'));
+        assert.deepEqual(attest?.details, { state: 'awaiting-approval', bank: 'sha256', pcrs: quoted.pcrs });
+        assert.deepEqual(approve?.details, { bank: 'sha256', pcrs: quoted.pcrs });
+      });
+
+      test('an approved attestation records its PCRs as golden; a quarantine holds until released', async () => {
+        await store.createGateway({ name: 'branch-1', publicKey: publicKey() });
+        const approved = await store.recordGatewayAttestation(
+          'branch-1',
+          { state: 'approved', pcrs: quoted, firmwareVersion: '2.4.1' },
+          1_000,
+          'controller',
+        );
+        assert.deepEqual(
+          [approved.attestation.state, approved.attestation.golden, approved.attestation.firmwareVersion],
+          ['approved', quoted, '2.4.1'],
+        );
+        const quarantined = await store.recordGatewayAttestation(
+          'branch-1',
+          { state: 'quarantined', pcrs: drifted, reason: 'PCR 7 differs from its golden value' },
+          2_000,
+          'controller',
+        );
+        assert.deepEqual(
+          [quarantined.attestation.state, quarantined.attestation.quarantineReason],
+          ['quarantined', 'PCR 7 differs from its golden value'],
+        );
+        assert.deepEqual(quarantined.attestation.golden, quoted, 'a drift leaves the golden values alone');
+        // An attestation cannot end a quarantine, even one that matches again: only an operator can.
+        const still = await store.recordGatewayAttestation(
+          'branch-1',
+          { state: 'approved', pcrs: quoted },
+          3_000,
+          'controller',
+        );
+        assert.deepEqual(
+          [still.attestation.state, still.attestation.quarantineReason, still.attestation.changedAt],
+          ['quarantined', 'PCR 7 differs from its golden value', 2_000],
+        );
+        const [, , third] = (await store.listAudit()).filter((e) => e.action === 'gateway.attest');
+        assert.deepEqual([third?.details.state, third?.details.concluded], ['quarantined', 'approved']);
+        // Its last quote matches its golden values again: released, it is approved.
+        const released = await store.releaseGateway('branch-1', 4_000, 'cli');
+        assert.deepEqual(
+          [released.attestation.state, released.attestation.quarantineReason],
+          ['approved', null],
+        );
+        await assert.rejects(
+          store.releaseGateway('branch-1', 5_000, 'cli'),
+          refusedWith('invalid', 'name', /is approved, not quarantined; nothing to release/),
+        );
+        await assert.rejects(
+          store.recordGatewayAttestation('branch-1', { state: 'quarantined', pcrs: drifted }, 5_000, 'x'),
+          refusedWith('invalid', 'attestation.reason', /needs a reason/),
+        );
+      });
+
+      test('released with drifted PCRs, a gateway awaits approval of them; never attested, it is unattested', async () => {
+        await store.createGateway({ name: 'branch-1', publicKey: publicKey() });
+        await store.createGateway({ name: 'branch-2', publicKey: publicKey() });
+        await store.recordGatewayAttestation('branch-1', { state: 'approved', pcrs: quoted }, 1_000, 'c');
+        await store.recordGatewayAttestation(
+          'branch-1',
+          { state: 'quarantined', pcrs: drifted, reason: 'drift' },
+          2_000,
+          'c',
+        );
+        const released = await store.releaseGateway('branch-1', 3_000, 'cli');
+        assert.equal(released.attestation.state, 'awaiting-approval');
+        const approved = await store.approveGateway('branch-1', 4_000, 'cli');
+        assert.deepEqual(approved.attestation.golden, drifted);
+
+        const once = await store.quarantineGateway('branch-2', 'reported stolen', 1_000, 'cli');
+        assert.deepEqual(
+          [once.attestation.state, once.attestation.quarantineReason],
+          ['quarantined', 'reported stolen'],
+        );
+        const twice = await store.quarantineGateway('branch-2', 'again', 2_000, 'cli');
+        assert.deepEqual(twice, once, 'a second quarantine changes nothing');
+        assert.deepEqual(await actions('gateway.quarantine'), [
+          ['gateway.quarantine', 'branch-2', 1_000, 'cli'],
+        ]);
+        assert.equal((await store.releaseGateway('branch-2', 3_000, 'cli')).attestation.state, 'unattested');
+        assert.deepEqual(
+          (await store.listAudit()).filter((e) => e.action === 'gateway.release').map((e) => e.details),
+          [
+            { state: 'awaiting-approval', reason: 'drift' },
+            { state: 'unattested', reason: 'reported stolen' },
+          ],
+        );
+      });
+
+      test('attestations are checked, naming the field; a revoked gateway is refused', async () => {
+        await store.createGateway({ name: 'branch-1', publicKey: publicKey() });
+        const cases: [unknown, string, RegExp][] = [
+          [
+            { state: 'unattested', pcrs: quoted },
+            'attestation.state',
+            /awaiting-approval, approved, quarantined/,
+          ],
+          [
+            { state: 'approved', pcrs: { bank: 'md5', pcrs: {} } },
+            'attestation.pcrs.bank',
+            /sha1, sha256, sha384/,
+          ],
+          [
+            { state: 'approved', pcrs: { bank: 'sha256', pcrs: {} } },
+            'attestation.pcrs.pcrs',
+            /at least one/,
+          ],
+          [
+            { state: 'approved', pcrs: { bank: 'sha256', pcrs: { '24': digest('a') } } },
+            'attestation.pcrs.pcrs',
+            /PCR index "24" is not one of 0 to 23/,
+          ],
+          [
+            { state: 'approved', pcrs: { bank: 'sha1', pcrs: { '0': digest('a') } } },
+            'attestation.pcrs.pcrs.0',
+            /a sha1 digest is 20 bytes \(40 hex digits\)/,
+          ],
+          [
+            { state: 'approved', pcrs: quoted, firmwareVersion: 'two words' },
+            'attestation.firmwareVersion',
+            /"two words"/,
+          ],
+        ];
+        for (const [attestation, field, message] of cases)
+          await assert.rejects(
+            store.recordGatewayAttestation('branch-1', attestation as never, 1_000, 'c'),
+            refusedWith('invalid', field, message),
+          );
+        await store.revokeGateway('branch-1', 1_000, 'cli');
+        await assert.rejects(
+          store.quarantineGateway('branch-1', 'drift', 2_000, 'c'),
+          refusedWith('invalid', 'name', /"branch-1" is revoked/),
+        );
+        assert.deepEqual(await actions('gateway.attest'), []);
+      });
+
+      test('EK roots: added together with an entry each, a duplicate refuses the lot, removed by fingerprint', async () => {
+        const a = 'a1'.repeat(32);
+        const b = 'b2'.repeat(32);
+        const added = await store.addEkRoots(
+          [root(a.toUpperCase()), root(b, 'CN=STMicro TPM ECC Root CA')],
+          1_000,
+          'cli',
+        );
+        assert.deepEqual(
+          added.map((r) => [r.fingerprint, r.addedAt]),
+          [
+            [a, 1_000],
+            [b, 1_000],
+          ],
+        );
+        assert.deepEqual(
+          (await store.listEkRoots()).map((r) => r.subject),
+          ['CN=Infineon OPTIGA(TM) RSA Root CA', 'CN=STMicro TPM ECC Root CA'],
+        );
+        const c = 'c3'.repeat(32);
+        await assert.rejects(
+          store.addEkRoots([root(c), root(a)], 2_000, 'cli'),
+          refusedWith('duplicate', 'roots[1]', /roots\[1\]: .*Infineon.*already trusted/),
+        );
+        await assert.rejects(
+          store.addEkRoots([root(c), root(c)], 2_000, 'cli'),
+          refusedWith('duplicate', 'roots[1]', /already trusted or listed twice/),
+        );
+        assert.equal((await store.listEkRoots()).length, 2, 'a refused file adds nothing');
+        await assert.rejects(
+          store.addEkRoots([{ ...root(c), fingerprint: 'zz' }], 2_000, 'cli'),
+          refusedWith('invalid', 'roots[0].fingerprint', /64 hex digits/),
+        );
+        await assert.rejects(
+          store.addEkRoots([], 2_000, 'cli'),
+          refusedWith('invalid', 'roots', /at least one/),
+        );
+        const colons = b.match(/../g)!.join(':').toUpperCase();
+        assert.equal((await store.removeEkRoot(colons, 3_000, 'cli')).fingerprint, b);
+        await assert.rejects(
+          store.removeEkRoot(b, 4_000, 'cli'),
+          refusedWith('not-found', 'fingerprint', /no EK root with fingerprint b2b2/),
+        );
+        assert.deepEqual(await actions('ekca.'), [
+          ['ekca.add', a, 1_000, 'cli'],
+          ['ekca.add', b, 1_000, 'cli'],
+          ['ekca.remove', b, 3_000, 'cli'],
+        ]);
+      });
+
+      test('golden PCR values per firmware version: one set per version, checked, listed and removed', async () => {
+        const added = await store.addFirmwarePcrs({ version: '2.4.1', ...quoted }, 1_000, 'cli');
+        assert.deepEqual(added, { version: '2.4.1', ...quoted, addedAt: 1_000 });
+        await store.addFirmwarePcrs(
+          { version: '2.5.0+b7', bank: 'sha384', pcrs: { '0': digest('d', 48) } },
+          1_500,
+          'cli',
+        );
+        await assert.rejects(
+          store.addFirmwarePcrs({ version: '2.4.1', ...drifted }, 2_000, 'cli'),
+          refusedWith('duplicate', 'version', /"2.4.1" already has golden PCR values; remove them first/),
+        );
+        await assert.rejects(
+          store.addFirmwarePcrs({ version: '3', bank: 'sha384', pcrs: { '0': digest('d') } }, 2_000, 'cli'),
+          refusedWith('invalid', 'pcrs.0', /a sha384 digest is 48 bytes/),
+        );
+        await assert.rejects(
+          store.addFirmwarePcrs({ version: '', ...quoted }, 2_000, 'cli'),
+          refusedWith('invalid', 'version', /1-64 letters/),
+        );
+        assert.deepEqual(
+          (await store.listFirmwarePcrs()).map((f) => [f.version, f.bank]),
+          [
+            ['2.4.1', 'sha256'],
+            ['2.5.0+b7', 'sha384'],
+          ],
+        );
+        assert.deepEqual(await store.removeFirmwarePcrs('2.4.1', 3_000, 'cli'), added);
+        await assert.rejects(
+          store.removeFirmwarePcrs('2.4.1', 3_000, 'cli'),
+          refusedWith('not-found', 'version', /no golden PCR values for firmware version "2.4.1"/),
+        );
+        assert.deepEqual(await actions('firmware.'), [
+          ['firmware.pcrs.add', '2.4.1', 1_000, 'cli'],
+          ['firmware.pcrs.add', '2.5.0+b7', 1_500, 'cli'],
+          ['firmware.pcrs.remove', '2.4.1', 3_000, 'cli'],
+        ]);
+      });
+    });
   });
 }

@@ -56,6 +56,79 @@ export interface GatewayEndpoint {
   tunnelPort: number;
 }
 
+/**
+ * Whether the gateway's boot state is vouched for by its TPM:
+ * - `unattested`: software keys, no TPM (every gateway enrolled before attestation);
+ * - `awaiting-approval`: an attestation recorded its PCRs but nothing golden matched them; an
+ *   operator approves them (`gateway approve`);
+ * - `approved`: its PCRs matched golden values, now recorded as its own;
+ * - `quarantined`: its PCRs drifted (or code found another reason); its knocks are refused until an
+ *   operator releases it (`gateway release`).
+ */
+export type AttestationState = 'unattested' | 'awaiting-approval' | 'approved' | 'quarantined';
+export const ATTESTATION_STATES: readonly AttestationState[] = [
+  'unattested',
+  'awaiting-approval',
+  'approved',
+  'quarantined',
+];
+
+/** The PCR banks a quote or a golden set may use. */
+export type PcrBank = 'sha1' | 'sha256' | 'sha384';
+export const PCR_BANKS: readonly PcrBank[] = ['sha1', 'sha256', 'sha384'];
+
+/** PCR values in one bank: index (0-23, in decimal) → digest, lower-case hex, indexes ascending. */
+export interface PcrValues {
+  bank: PcrBank;
+  pcrs: Record<string, string>;
+}
+
+export interface GatewayAttestation {
+  state: AttestationState;
+  /** What its last attestation quoted; null until it first attests. */
+  pcrs: PcrValues | null;
+  /** The firmware version its last attestation reported, when it did. */
+  firmwareVersion: string | null;
+  /** The values its PCRs must match (approved, or matched from a firmware version); null until then. */
+  golden: PcrValues | null;
+  /** Why it is quarantined; null otherwise. */
+  quarantineReason: string | null;
+  /** When the state last changed. */
+  changedAt: number | null;
+}
+
+/** What an attestation (at enrollment or a re-attestation) concluded; see recordGatewayAttestation. */
+export interface NewGatewayAttestation {
+  state: 'awaiting-approval' | 'approved' | 'quarantined';
+  pcrs: PcrValues;
+  firmwareVersion?: string;
+  /** Required for `quarantined`: what drifted. */
+  reason?: string;
+}
+
+/** A TPM manufacturer's CA certificate trusted for EK certificate chains. */
+export interface EkRoot {
+  /** SHA-256 of the DER, lower-case hex. */
+  fingerprint: string;
+  pem: string;
+  subject: string;
+  issuer: string;
+  notAfter: number;
+  addedAt: number;
+}
+
+export type NewEkRoot = Omit<EkRoot, 'addedAt'>;
+
+/** Golden PCR values for every gateway running one firmware version. */
+export interface FirmwarePcrs extends PcrValues {
+  version: string;
+  addedAt: number;
+}
+
+export interface NewFirmwarePcrs extends PcrValues {
+  version: string;
+}
+
 export interface Gateway {
   id: string;
   name: string;
@@ -71,6 +144,7 @@ export interface Gateway {
   disconnectedAt: number | null;
   /** The last sign of life on its link (hello, or a ping answered). */
   lastSeenAt: number | null;
+  attestation: GatewayAttestation;
 }
 
 export interface NewGateway {
@@ -328,6 +402,51 @@ export interface Store {
    * sharing the database) has moved connectedAt on, and is left alone.
    */
   recordGatewayDisconnected(name: string, connectedAt: number, now: number): Promise<void>;
+
+  /**
+   * Records what an attestation of the gateway concluded, with a `gateway.attest` audit entry, in
+   * one transaction. `approved` also makes `pcrs` its golden values; `quarantined` needs a reason.
+   * A revoked gateway is refused.
+   */
+  recordGatewayAttestation(
+    name: string,
+    attestation: NewGatewayAttestation,
+    now: number,
+    actor: string,
+  ): Promise<Gateway>;
+  /**
+   * Quarantines the gateway (its knocks are refused until released), audited `gateway.quarantine`;
+   * one already quarantined is returned unchanged and audited no second time.
+   */
+  quarantineGateway(name: string, reason: string, now: number, actor: string): Promise<Gateway>;
+  /**
+   * An operator accepts the PCRs a gateway awaiting approval recorded: they become its golden values
+   * and it is approved, audited `gateway.approve`. Any other state is refused (`invalid`).
+   */
+  approveGateway(name: string, now: number, actor: string): Promise<Gateway>;
+  /**
+   * An operator takes a gateway out of quarantine, audited `gateway.release`: approved again when its
+   * recorded PCRs are its golden values, awaiting approval when they differ (approve them next),
+   * unattested when it never attested. A gateway not quarantined is refused (`invalid`).
+   */
+  releaseGateway(name: string, now: number, actor: string): Promise<Gateway>;
+
+  /**
+   * Adds TPM manufacturers' CA certificates (one file's worth) with an `ekca.add` audit entry each,
+   * in one transaction: one already trusted refuses them all (`duplicate`, naming `roots[N]`).
+   */
+  addEkRoots(roots: readonly NewEkRoot[], now: number, actor: string): Promise<EkRoot[]>;
+  /** By subject, then fingerprint. */
+  listEkRoots(): Promise<EkRoot[]>;
+  /** Removes one EK root, audited `ekca.remove`; returns what was removed. */
+  removeEkRoot(fingerprint: string, now: number, actor: string): Promise<EkRoot>;
+
+  /** Golden PCR values for one firmware version, audited `firmware.pcrs.add`; a known version is `duplicate`. */
+  addFirmwarePcrs(input: NewFirmwarePcrs, now: number, actor: string): Promise<FirmwarePcrs>;
+  /** By version. */
+  listFirmwarePcrs(): Promise<FirmwarePcrs[]>;
+  /** Removes one version's golden values, audited `firmware.pcrs.remove`; returns what was removed. */
+  removeFirmwarePcrs(version: string, now: number, actor: string): Promise<FirmwarePcrs>;
 
   createService(input: NewService): Promise<Service>;
   getServiceByName(name: string): Promise<Service | null>;

@@ -6,7 +6,19 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { formatRequirement, parseDays, parseHours, parseRequirement } from '@umbra/policy';
 import { decodeKey } from '@umbra/protocol';
 import { StoreError } from './errors.ts';
-import type { Decision, DecisionBatch, GatewayEndpoint, NewAuditEntry, NewSession } from './store.ts';
+import {
+  type Decision,
+  type DecisionBatch,
+  type GatewayEndpoint,
+  type NewAuditEntry,
+  type NewEkRoot,
+  type NewFirmwarePcrs,
+  type NewGatewayAttestation,
+  type NewSession,
+  PCR_BANKS,
+  type PcrBank,
+  type PcrValues,
+} from './store.ts';
 
 /** Names appear in logs, CLI arguments and certificate subjects: keep them to a safe alphabet. */
 // A letter or digit first, so a name can never be "." or ".." (it becomes a URI path segment in certificates).
@@ -326,4 +338,136 @@ export function checkEndpoint(value: unknown, field: string): GatewayEndpoint {
       throw invalid(`${field}.${key}`, `expected a port from 1 to 65535, got ${shown(port)}`);
   }
   return { host, spaPort: endpoint.spaPort, tunnelPort: endpoint.tunnelPort };
+}
+
+/** Digest sizes per PCR bank, in bytes (TPM 2.0 Part 2, the TPM_ALG_ID's hash). */
+export const PCR_DIGEST_BYTES: Readonly<Record<PcrBank, number>> = { sha1: 20, sha256: 32, sha384: 48 };
+/** PCRs 0-23: the PC Client platform's 24 registers. */
+export const MAX_PCR_INDEX = 23;
+const PCR_INDEX = /^(0|[1-9]\d?)$/;
+/** Firmware versions as vendors spell them: 1.2.3, 2024.02-rc1, 4.1+build7. */
+const FIRMWARE_VERSION = /^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$/;
+/** Subject and issuer names as RFC 4514 text: longer than a name, still one bounded line. */
+const MAX_DISTINGUISHED_NAME = 1024;
+
+/**
+ * PCR values in one bank, as { bank, pcrs: { INDEX: HEX } }: a known bank, indexes 0-23, each digest
+ * the bank's size. Returned with the digests in lower case and the indexes ascending.
+ */
+export function checkPcrValues(value: unknown, field: string): PcrValues {
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw invalid(field, `expected { bank, pcrs: { INDEX: HEX, ... } }, got ${shown(value)}`);
+  const { bank, pcrs } = value as { bank?: unknown; pcrs?: unknown };
+  return checkBankAndPcrs(bank, pcrs, `${field}.bank`, `${field}.pcrs`);
+}
+
+/** The same, with the bank and the digests as two fields of their own (`bank`, `pcrs`). */
+export function checkBankAndPcrs(
+  rawBank: unknown,
+  rawPcrs: unknown,
+  bankField: string,
+  pcrsField: string,
+): PcrValues {
+  const bank = checkOneOf(rawBank, PCR_BANKS, bankField);
+  if (typeof rawPcrs !== 'object' || rawPcrs === null || Array.isArray(rawPcrs))
+    throw invalid(pcrsField, `expected { INDEX: HEX, ... }, got ${shown(rawPcrs)}`);
+  const entries = Object.entries(rawPcrs as Record<string, unknown>);
+  if (entries.length === 0) throw invalid(pcrsField, 'expected at least one PCR, got none');
+  const bytes = PCR_DIGEST_BYTES[bank];
+  const pcrs: Record<string, string> = {};
+  for (const [index, digest] of entries) {
+    if (!PCR_INDEX.test(index) || Number(index) > MAX_PCR_INDEX)
+      throw invalid(pcrsField, `PCR index ${shown(index)} is not one of 0 to ${MAX_PCR_INDEX}`);
+    const field = `${pcrsField}.${index}`;
+    if (typeof digest !== 'string' || !/^[0-9A-Fa-f]*$/.test(digest) || digest.length !== bytes * 2)
+      throw invalid(
+        field,
+        `a ${bank} digest is ${bytes} bytes (${bytes * 2} hex digits), got ${shown(digest)}`,
+      );
+    pcrs[index] = digest.toLowerCase();
+  }
+  // Integer-like keys enumerate in ascending order, so the JSON of equal sets is equal text.
+  return { bank, pcrs };
+}
+
+export function checkFirmwareVersion(value: unknown, field: string): string {
+  if (typeof value !== 'string' || !FIRMWARE_VERSION.test(value))
+    throw invalid(field, `expected 1-64 letters, digits or ._+~- such as "2.4.1", got ${shown(value)}`);
+  return value;
+}
+
+/** A certificate's SHA-256 fingerprint: 64 hex digits, with or without colons; lower case, no colons. */
+export function checkFingerprint(value: unknown, field: string): string {
+  const text = typeof value === 'string' ? value.replaceAll(':', '') : value;
+  if (typeof text !== 'string' || !/^[0-9A-Fa-f]{64}$/.test(text))
+    throw invalid(
+      field,
+      `expected a SHA-256 fingerprint (64 hex digits, colons allowed), got ${shown(value)}`,
+    );
+  return text.toLowerCase();
+}
+
+export function checkDistinguishedName(value: unknown, field: string): string {
+  if (
+    typeof value !== 'string' ||
+    value.length === 0 ||
+    value.length > MAX_DISTINGUISHED_NAME ||
+    /\p{Cc}/u.test(value)
+  )
+    throw invalid(field, `expected 1-${MAX_DISTINGUISHED_NAME} characters on one line, got ${shown(value)}`);
+  return value;
+}
+
+const ATTESTATION_OUTCOMES: readonly NewGatewayAttestation['state'][] = [
+  'awaiting-approval',
+  'approved',
+  'quarantined',
+];
+
+export interface CheckedAttestation {
+  state: NewGatewayAttestation['state'];
+  pcrs: PcrValues;
+  firmwareVersion: string | null;
+  reason: string | null;
+}
+
+export function checkNewAttestation(value: unknown, field: string): CheckedAttestation {
+  if (typeof value !== 'object' || value === null)
+    throw invalid(field, 'expected { state, pcrs, firmwareVersion?, reason? }');
+  const input = value as NewGatewayAttestation;
+  const state = checkOneOf(input.state, ATTESTATION_OUTCOMES, `${field}.state`);
+  const pcrs = checkPcrValues(input.pcrs, `${field}.pcrs`);
+  const firmwareVersion =
+    input.firmwareVersion === undefined
+      ? null
+      : checkFirmwareVersion(input.firmwareVersion, `${field}.firmwareVersion`);
+  if (state === 'quarantined' && input.reason === undefined)
+    throw invalid(`${field}.reason`, 'a quarantine needs a reason (what drifted); give one');
+  const reason = input.reason === undefined ? null : checkText(input.reason, `${field}.reason`);
+  return { state, pcrs, firmwareVersion, reason };
+}
+
+/** `prefix` names the root in a list (`roots[2].`). */
+export function checkNewEkRoot(value: unknown, prefix: string): NewEkRoot {
+  if (typeof value !== 'object' || value === null)
+    throw invalid(
+      prefix.replace(/\.$/, '') || 'root',
+      'expected { fingerprint, pem, subject, issuer, notAfter }',
+    );
+  const root = value as NewEkRoot;
+  return {
+    fingerprint: checkFingerprint(root.fingerprint, `${prefix}fingerprint`),
+    pem: checkPem(root.pem, `${prefix}pem`),
+    subject: checkDistinguishedName(root.subject, `${prefix}subject`),
+    issuer: checkDistinguishedName(root.issuer, `${prefix}issuer`),
+    notAfter: checkTimestamp(root.notAfter, `${prefix}notAfter`),
+  };
+}
+
+export function checkNewFirmwarePcrs(value: unknown): NewFirmwarePcrs {
+  if (typeof value !== 'object' || value === null) throw invalid('input', 'expected { version, bank, pcrs }');
+  const input = value as NewFirmwarePcrs;
+  const version = checkFirmwareVersion(input.version, 'version');
+  const { bank, pcrs } = checkBankAndPcrs(input.bank, input.pcrs, 'bank', 'pcrs');
+  return { version, bank, pcrs };
 }
