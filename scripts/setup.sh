@@ -16,6 +16,7 @@ DEBIAN_PACKAGES=(
   stunnel4                    # the anchor the tunnel benchmark runs against
   python3 make g++            # node-gyp for the native addons
   postgresql                  # the controller's PostgreSQL store; its tests run a private cluster
+  swtpm swtpm-tools tpm2-tools  # a software TPM for @umbra/tpm2's tests, and Debian's tools to cross-check it
   ca-certificates
 )
 

@@ -1,0 +1,87 @@
+// @umbra/tpm2: TPM 2.0 in TypeScript, no native addon.
+
+export {
+  commandName,
+  HEADER_SIZE,
+  handleName,
+  nameOf,
+  TPM_ALG,
+  TPM_CAP,
+  TPM_CC,
+  TPM_ECC,
+  TPM_HT,
+  TPM_PT,
+  TPM_RH,
+  TPM_ST,
+  TPM_SU,
+  TPMA_OBJECT,
+  TPMA_SESSION,
+} from './constants.ts';
+export { digestSize, hash, MAX_DIGEST_SIZE, nodeHashName } from './hash.ts';
+export { Reader, TpmFormatError, Writer } from './marshal.ts';
+export { computeName, handleNameBytes } from './name.ts';
+export { openTransport } from './open.ts';
+export {
+  decodeResponseCode,
+  type ResponseCode,
+  type ResponseCodeKind,
+  TPM_RC,
+  TpmError,
+} from './response-code.ts';
+export {
+  type AuthCommand,
+  type AuthResponse,
+  type CommandContext,
+  passwordSession,
+  type Session,
+} from './session.ts';
+export {
+  AES_128_CFB,
+  curveSize,
+  type EccPublic,
+  ecdsaSignatureP1363,
+  type KeyedHashPublic,
+  NO_SYMMETRIC,
+  NULL_SCHEME,
+  type PcrSelection,
+  type PublicArea,
+  publicKeyObject,
+  type RsaPublic,
+  readPcrSelections,
+  readPublicArea,
+  readSignature,
+  type Scheme,
+  type Signature,
+  type SymCipherPublic,
+  type SymmetricDefinition,
+  writePcrSelections,
+  writePublicArea,
+  writeSignature,
+} from './structures.ts';
+export {
+  eccSigningTemplate,
+  eccStorageTemplate,
+  rsaSigningTemplate,
+  rsaStorageTemplate,
+} from './templates.ts';
+export {
+  type CapabilityResult,
+  type CommandRequest,
+  type CreatePrimaryOptions,
+  type CreatePrimaryResult,
+  type LoadedPublic,
+  type PcrValues,
+  type ReadPublicResult,
+  readPublicWithBytes,
+  Tpm,
+} from './tpm.ts';
+export {
+  CommandQueue,
+  MAX_RESPONSE_SIZE,
+  parseTpmAddress,
+  TPM_ADDRESS_FORMS,
+  type TpmAddress,
+  type Transport,
+} from './transport.ts';
+export { DEVICE_BUFFER_SIZE, DeviceTransport } from './transports/device.ts';
+export { SwtpmTransport, type SwtpmTransportOptions } from './transports/swtpm.ts';

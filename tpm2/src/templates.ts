@@ -1,0 +1,72 @@
+// Public-area templates for the keys Umbra creates. Keys are fixedTPM and fixedParent (they never
+// leave this TPM), sensitiveDataOrigin (the TPM generated the secret), and used with their authValue.
+
+import { TPM_ALG, TPM_ECC, TPMA_OBJECT } from './constants.ts';
+import { AES_128_CFB, type EccPublic, NO_SYMMETRIC, NULL_SCHEME, type RsaPublic } from './structures.ts';
+
+const EMPTY = new Uint8Array();
+
+const KEY_ATTRIBUTES =
+  TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.userWithAuth;
+
+/** A signing key on NIST P-256 or P-384 for ECDSA with SHA-256 or SHA-384, name algorithm to match. */
+export function eccSigningTemplate(curve: 'P-256' | 'P-384' = 'P-256'): EccPublic {
+  const p384 = curve === 'P-384';
+  const hashAlg = p384 ? TPM_ALG.SHA384 : TPM_ALG.SHA256;
+  return {
+    type: TPM_ALG.ECC,
+    nameAlg: hashAlg,
+    objectAttributes: KEY_ATTRIBUTES | TPMA_OBJECT.sign,
+    authPolicy: EMPTY,
+    parameters: {
+      symmetric: NO_SYMMETRIC,
+      scheme: { scheme: TPM_ALG.ECDSA, hashAlg },
+      curveId: p384 ? TPM_ECC.NIST_P384 : TPM_ECC.NIST_P256,
+      kdf: NULL_SCHEME,
+    },
+    unique: { x: EMPTY, y: EMPTY },
+  };
+}
+
+/** An RSA-2048 signing key for RSASSA-PKCS1-v1_5 with SHA-256. */
+export function rsaSigningTemplate(): RsaPublic {
+  return {
+    type: TPM_ALG.RSA,
+    nameAlg: TPM_ALG.SHA256,
+    objectAttributes: KEY_ATTRIBUTES | TPMA_OBJECT.sign,
+    authPolicy: EMPTY,
+    parameters: {
+      symmetric: NO_SYMMETRIC,
+      scheme: { scheme: TPM_ALG.RSASSA, hashAlg: TPM_ALG.SHA256 },
+      keyBits: 2048,
+      exponent: 0,
+    },
+    unique: EMPTY,
+  };
+}
+
+const STORAGE_ATTRIBUTES = KEY_ATTRIBUTES | TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt | TPMA_OBJECT.noDA;
+
+/** The TCG's ECC P-256 storage root key (SRK) template: a parent for keys created with TPM2_Create. */
+export function eccStorageTemplate(): EccPublic {
+  return {
+    type: TPM_ALG.ECC,
+    nameAlg: TPM_ALG.SHA256,
+    objectAttributes: STORAGE_ATTRIBUTES,
+    authPolicy: EMPTY,
+    parameters: { symmetric: AES_128_CFB, scheme: NULL_SCHEME, curveId: TPM_ECC.NIST_P256, kdf: NULL_SCHEME },
+    unique: { x: EMPTY, y: EMPTY },
+  };
+}
+
+/** The TCG's RSA-2048 storage root key (SRK) template. */
+export function rsaStorageTemplate(): RsaPublic {
+  return {
+    type: TPM_ALG.RSA,
+    nameAlg: TPM_ALG.SHA256,
+    objectAttributes: STORAGE_ATTRIBUTES,
+    authPolicy: EMPTY,
+    parameters: { symmetric: AES_128_CFB, scheme: NULL_SCHEME, keyBits: 2048, exponent: 0 },
+    unique: EMPTY,
+  };
+}

@@ -1,0 +1,479 @@
+// The TPM: commands marshalled, sent over a Transport, and their responses taken apart (Part 1 §18,
+// Part 3). Each command method is one request and one response; a response that does not parse is a
+// TpmFormatError naming the command, and a response code other than success is a TpmError naming the
+// command, the handle, parameter or session, and what the code means.
+
+import { commandName, HEADER_SIZE, nameOf, TPM_ALG, TPM_CAP, TPM_CC, TPM_ST, TPM_SU } from './constants.ts';
+import { MAX_DIGEST_SIZE } from './hash.ts';
+import { Reader, TpmFormatError, Writer } from './marshal.ts';
+import { computeName } from './name.ts';
+import { TPM_RC, TpmError } from './response-code.ts';
+import { type AuthResponse, type CommandContext, passwordSession, type Session } from './session.ts';
+import {
+  type PcrSelection,
+  type PublicArea,
+  readPcrSelections,
+  readPublicArea,
+  readSignature,
+  readTicket,
+  type Scheme,
+  type Signature,
+  type Ticket,
+  writeNullHashcheckTicket,
+  writePcrSelections,
+  writePublicArea,
+  writeSigScheme,
+} from './structures.ts';
+import type { Transport } from './transport.ts';
+
+/** How a command is laid out: its handles, the sessions that authorize them, and its parameters. */
+export interface CommandRequest<T> {
+  readonly code: number;
+  readonly handles?: readonly number[];
+  readonly sessions?: readonly Session[];
+  readonly parameters?: (w: Writer) => void;
+  /** How many handles the response carries before its parameters (CreatePrimary, Load: 1). */
+  readonly responseHandles?: number;
+  /** Reads the response parameters; it must read all of them. */
+  readonly decode: (r: Reader, handles: readonly number[]) => T;
+}
+
+/** TPMT_PUBLIC as the TPM returned it, parsed, with the exact bytes the Name was computed over. */
+export interface LoadedPublic {
+  readonly publicArea: PublicArea;
+  readonly publicBytes: Uint8Array;
+  readonly name: Uint8Array;
+}
+
+export interface ReadPublicResult extends LoadedPublic {
+  readonly qualifiedName: Uint8Array;
+}
+
+export interface CreatePrimaryResult extends LoadedPublic {
+  readonly handle: number;
+  readonly creationData: Uint8Array;
+  readonly creationHash: Uint8Array;
+  readonly creationTicket: Ticket;
+}
+
+export interface CreatePrimaryOptions {
+  /** The hierarchy's authorization; the empty password by default. */
+  readonly hierarchyAuth?: Session;
+  /** The new key's authValue. */
+  readonly userAuth?: Uint8Array;
+  readonly outsideInfo?: Uint8Array;
+  readonly creationPcrs?: readonly PcrSelection[];
+}
+
+export interface CapabilityResult<T> {
+  readonly moreData: boolean;
+  readonly values: T[];
+}
+
+export interface PcrValues {
+  readonly updateCounter: number;
+  /** Digests keyed by hash algorithm, then PCR index. */
+  readonly banks: Map<number, Map<number, Uint8Array>>;
+}
+
+const EMPTY = new Uint8Array();
+const MAX_ATTEMPTS = 5;
+const RETRIABLE: ReadonlySet<number> = new Set([TPM_RC.RETRY, TPM_RC.YIELDED, TPM_RC.TESTING]);
+/** TPML_DIGEST in a PCR_Read response holds at most 8 digests. */
+const MAX_PCR_DIGESTS = 8;
+const MAX_NAME_SIZE = 2 + MAX_DIGEST_SIZE;
+
+export class Tpm {
+  readonly transport: Transport;
+
+  constructor(transport: Transport) {
+    this.transport = transport;
+  }
+
+  async close(): Promise<void> {
+    await this.transport.close();
+  }
+
+  /** Marshals a command, sends it, and decodes its response. */
+  async execute<T>(request: CommandRequest<T>): Promise<T> {
+    const { code, handles = [], sessions = [] } = request;
+    const name = commandName(code);
+    const parameters = new Writer();
+    request.parameters?.(parameters);
+    const parameterBytes = parameters.finish();
+    const context: CommandContext = { code, handles, parameters: parameterBytes };
+
+    const w = new Writer();
+    w.u16(sessions.length > 0 ? TPM_ST.SESSIONS : TPM_ST.NO_SESSIONS)
+      .u32(0)
+      .u32(code);
+    for (const handle of handles) w.u32(handle);
+    if (sessions.length > 0) {
+      w.sized32((area) => {
+        for (const session of sessions) {
+          const auth = session.authorize(context);
+          area.u32(auth.sessionHandle).tpm2b(auth.nonce).u8(auth.attributes).tpm2b(auth.hmac);
+        }
+      });
+    }
+    w.bytes(parameterBytes);
+    w.patchU32(2, w.length);
+
+    const command = w.finish();
+    let response: Uint8Array;
+    let r: Reader;
+    let tag: number;
+    for (let attempt = 1; ; attempt++) {
+      response = await this.transport.send(command);
+      r = new Reader(response, `${name} response`);
+      tag = r.u16('tag');
+      const size = r.u32('responseSize');
+      if (size !== response.length) r.fail(`responseSize is ${size} but ${response.length} bytes arrived`);
+      const rc = r.u32('responseCode');
+      if (rc === 0) break;
+      if (response.length !== HEADER_SIZE)
+        r.fail(`an error response (code 0x${rc.toString(16)}) with a body`);
+      // Part 1 §12.3 (warnings): RETRY, YIELDED and TESTING mean the command did not run, or may be
+      // sent again; tpm2-tss's ESYS retries them too. libtpms answers RETRY now and then to ECDSA Sign.
+      if (attempt >= MAX_ATTEMPTS || !RETRIABLE.has(rc)) throw new TpmError(code, rc, handles);
+      await new Promise((resolve) => setTimeout(resolve, rc === TPM_RC.TESTING ? 10 * attempt : 0));
+    }
+    const expectedTag = sessions.length > 0 ? TPM_ST.SESSIONS : TPM_ST.NO_SESSIONS;
+    if (tag !== expectedTag) r.fail(`tag is ${nameOf(TPM_ST, tag)}, expected ${nameOf(TPM_ST, expectedTag)}`);
+    const responseHandles: number[] = [];
+    for (let i = 0; i < (request.responseHandles ?? 0); i++) responseHandles.push(r.u32(`handle ${i + 1}`));
+
+    let params: Reader;
+    let paramStart = r.offset;
+    if (sessions.length > 0) {
+      const parameterSize = r.u32('parameterSize');
+      paramStart = r.offset;
+      params = r.sub(parameterSize, 'parameters');
+    } else {
+      params = r.sub(r.remaining, 'parameters');
+    }
+    const result = request.decode(params, responseHandles);
+    params.end();
+    const responseParameters = response.subarray(paramStart, params.offset);
+
+    for (const [i, session] of sessions.entries()) {
+      const auth: AuthResponse = {
+        nonce: r.tpm2b(`session ${i + 1} nonce`, MAX_DIGEST_SIZE),
+        attributes: r.u8(`session ${i + 1} attributes`),
+        hmac: r.tpm2b(`session ${i + 1} hmac`, MAX_DIGEST_SIZE),
+      };
+      try {
+        session.verify(context, auth, responseParameters);
+      } catch (error) {
+        throw new TpmFormatError(`${name} response: session ${i + 1}: ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
+    }
+    r.end();
+    return result;
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Start-up and random numbers
+
+  /** TPM2_Startup. A TPM that is already started answers TPM_RC_INITIALIZE. */
+  startup(type: number = TPM_SU.CLEAR): Promise<void> {
+    return this.execute({ code: TPM_CC.Startup, parameters: (w) => w.u16(type), decode: () => undefined });
+  }
+
+  shutdown(type: number = TPM_SU.CLEAR): Promise<void> {
+    return this.execute({ code: TPM_CC.Shutdown, parameters: (w) => w.u16(type), decode: () => undefined });
+  }
+
+  /** `count` random bytes; the TPM returns at most one digest's worth per command, so this asks again. */
+  async getRandom(count: number): Promise<Uint8Array> {
+    if (!Number.isInteger(count) || count < 0 || count > 0xffff) throw new RangeError(`getRandom(${count})`);
+    const out = new Uint8Array(count);
+    let filled = 0;
+    while (filled < count) {
+      const want = Math.min(count - filled, MAX_DIGEST_SIZE);
+      const bytes = await this.execute({
+        code: TPM_CC.GetRandom,
+        parameters: (w) => w.u16(want),
+        decode: (r) => r.tpm2b('randomBytes', want),
+      });
+      if (bytes.length === 0)
+        throw new TpmFormatError(`TPM2_GetRandom response: no bytes for a request of ${want}`);
+      out.set(bytes, filled);
+      filled += bytes.length;
+    }
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // GetCapability
+
+  /** One TPM2_GetCapability; the TPM decides how many values fit and sets moreData if there are more. */
+  getCapability(
+    capability: typeof TPM_CAP.TPM_PROPERTIES,
+    property: number,
+    count: number,
+  ): Promise<CapabilityResult<{ property: number; value: number }>>;
+  getCapability(
+    capability: typeof TPM_CAP.HANDLES,
+    property: number,
+    count: number,
+  ): Promise<CapabilityResult<number>>;
+  getCapability(
+    capability: typeof TPM_CAP.PCRS,
+    property: number,
+    count: number,
+  ): Promise<CapabilityResult<PcrSelection>>;
+  getCapability(
+    capability: typeof TPM_CAP.ALGS,
+    property: number,
+    count: number,
+  ): Promise<CapabilityResult<{ alg: number; properties: number }>>;
+  getCapability(
+    capability: typeof TPM_CAP.COMMANDS,
+    property: number,
+    count: number,
+  ): Promise<CapabilityResult<number>>;
+  getCapability(capability: number, property: number, count: number): Promise<CapabilityResult<unknown>> {
+    return this.execute({
+      code: TPM_CC.GetCapability,
+      parameters: (w) => w.u32(capability).u32(property).u32(count),
+      decode: (r) => {
+        const moreData = r.bool('moreData');
+        const returned = r.u32('capabilityData.capability');
+        if (returned !== capability) r.fail(`capability ${returned} answers a request for ${capability}`);
+        return { moreData, values: readCapabilityData(r, capability) };
+      },
+    });
+  }
+
+  /** TPM properties from `first` on (TPM_PT), following moreData. */
+  async properties(first = 0x100, count = 0x100): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    let next = first;
+    for (let round = 0; round < 64; round++) {
+      const { moreData, values } = await this.getCapability(
+        TPM_CAP.TPM_PROPERTIES,
+        next,
+        first + count - next,
+      );
+      for (const { property, value } of values) if (property < first + count) out.set(property, value);
+      const last = values.at(-1);
+      if (!moreData || !last || last.property + 1 >= first + count) return out;
+      next = last.property + 1;
+    }
+    throw new TpmFormatError('TPM2_GetCapability: TPM_PROPERTIES did not end after 64 rounds');
+  }
+
+  /** The PCR banks and the PCRs allocated in each. */
+  async pcrBanks(): Promise<PcrSelection[]> {
+    return (await this.getCapability(TPM_CAP.PCRS, 0, 16)).values;
+  }
+
+  /** Handles of one type (TPM_HT), e.g. TPM_HT.TRANSIENT for loaded objects, following moreData. */
+  async handles(type: number): Promise<number[]> {
+    const out: number[] = [];
+    let next = (type << 24) >>> 0;
+    const end = ((type + 1) << 24) >>> 0;
+    for (let round = 0; round < 1024; round++) {
+      const { moreData, values } = await this.getCapability(TPM_CAP.HANDLES, next, 256);
+      const inRange = values.filter((h) => h >= next && h < end);
+      out.push(...inRange);
+      const last = inRange.at(-1);
+      if (!moreData || last === undefined) return out;
+      next = last + 1;
+    }
+    throw new TpmFormatError('TPM2_GetCapability: HANDLES did not end after 1024 rounds');
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Objects
+
+  readPublic(handle: number): Promise<ReadPublicResult> {
+    return this.execute({
+      code: TPM_CC.ReadPublic,
+      handles: [handle],
+      decode: (r) => {
+        const { publicArea, publicBytes } = readPublicWithBytes(r, 'outPublic');
+        const name = r.tpm2b('name', MAX_NAME_SIZE);
+        const qualifiedName = r.tpm2b('qualifiedName', MAX_NAME_SIZE);
+        return { publicArea, publicBytes, name, qualifiedName };
+      },
+    });
+  }
+
+  /** TPM2_CreatePrimary under a hierarchy (TPM_RH.OWNER, ENDORSEMENT, PLATFORM or NULL). */
+  createPrimary(
+    hierarchy: number,
+    template: PublicArea,
+    options: CreatePrimaryOptions = {},
+  ): Promise<CreatePrimaryResult> {
+    return this.execute({
+      code: TPM_CC.CreatePrimary,
+      handles: [hierarchy],
+      sessions: [options.hierarchyAuth ?? passwordSession()],
+      parameters: (w) => {
+        w.sized16((s) => s.tpm2b(options.userAuth ?? EMPTY).tpm2b(EMPTY));
+        w.sized16((p) => writePublicArea(p, template));
+        w.tpm2b(options.outsideInfo ?? EMPTY);
+        writePcrSelections(w, options.creationPcrs ?? []);
+      },
+      responseHandles: 1,
+      decode: (r, [handle]) => {
+        const { publicArea, publicBytes } = readPublicWithBytes(r, 'outPublic');
+        const creationData = r.tpm2b('creationData');
+        const creationHash = r.tpm2b('creationHash', MAX_DIGEST_SIZE);
+        const creationTicket = readTicket(r, 'creationTicket');
+        const name = r.tpm2b('name', MAX_NAME_SIZE);
+        const computed = computeName(publicArea.nameAlg, publicBytes);
+        if (Buffer.compare(computed, name) !== 0) r.fail('name does not match outPublic');
+        return { handle: handle!, publicArea, publicBytes, name, creationData, creationHash, creationTicket };
+      },
+    });
+  }
+
+  /** Frees a transient object or session. Its handle is a parameter, so errors say "parameter 1". */
+  flushContext(handle: number): Promise<void> {
+    return this.execute({
+      code: TPM_CC.FlushContext,
+      parameters: (w) => w.u32(handle),
+      decode: () => undefined,
+    });
+  }
+
+  /**
+   * Runs `fn` with a transient handle (a loaded object or a session) and flushes it afterwards, whether
+   * `fn` returned or threw: swtpm has no resource manager and a TPM holds only a few transients. A
+   * failed flush after a failed `fn` does not hide `fn`'s error.
+   */
+  async withTransient<T>(handle: number | Promise<number>, fn: (handle: number) => Promise<T>): Promise<T> {
+    const h = await handle;
+    let result: T;
+    try {
+      result = await fn(h);
+    } catch (error) {
+      await this.flushContext(h).catch(() => undefined);
+      throw error;
+    }
+    await this.flushContext(h);
+    return result;
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // PCRs
+
+  /** The selected PCRs; a TPM returns at most 8 per command, so this asks until all are read. */
+  async pcrRead(selections: readonly PcrSelection[]): Promise<PcrValues> {
+    const banks = new Map<number, Map<number, Uint8Array>>();
+    const wanted = selections.map((s) => ({
+      hash: s.hash,
+      pcrs: [...new Set(s.pcrs)].sort((a, b) => a - b),
+    }));
+    let updateCounter: number | undefined;
+    for (let round = 0; round < 64; round++) {
+      const pending = wanted
+        .map(({ hash, pcrs }) => ({ hash, pcrs: pcrs.filter((p) => !banks.get(hash)?.has(p)) }))
+        .filter((s) => s.pcrs.length > 0);
+      if (pending.length === 0) return { updateCounter: updateCounter ?? 0, banks };
+      const result = await this.execute({
+        code: TPM_CC.PCR_Read,
+        parameters: (w) => writePcrSelections(w, pending),
+        decode: (r) => {
+          const counter = r.u32('pcrUpdateCounter');
+          const selected = readPcrSelections(r, 'pcrSelectionOut');
+          const count = r.count('pcrValues', 2, MAX_PCR_DIGESTS);
+          const digests: Uint8Array[] = [];
+          for (let i = 0; i < count; i++) digests.push(r.tpm2b(`pcrValues[${i}]`, MAX_DIGEST_SIZE));
+          return { counter, selected, digests };
+        },
+      });
+      if (updateCounter !== undefined && result.counter !== updateCounter) {
+        // A PCR changed between two reads: start over so that all values belong to one state.
+        banks.clear();
+      }
+      updateCounter = result.counter;
+      let i = 0;
+      for (const { hash, pcrs } of result.selected) {
+        const bank = banks.get(hash) ?? new Map<number, Uint8Array>();
+        banks.set(hash, bank);
+        for (const pcr of pcrs) {
+          const digest = result.digests[i++];
+          if (!digest) throw new TpmFormatError('TPM2_PCR_Read response: fewer digests than selected PCRs');
+          bank.set(pcr, digest);
+        }
+      }
+      if (i !== result.digests.length)
+        throw new TpmFormatError('TPM2_PCR_Read response: more digests than selected PCRs');
+      if (i === 0) {
+        throw new TpmFormatError(
+          `TPM2_PCR_Read: the TPM returned none of the selected PCRs (banks: ${pending.map((s) => nameOf(TPM_ALG, s.hash)).join(', ')})`,
+        );
+      }
+    }
+    throw new TpmFormatError('TPM2_PCR_Read: did not finish after 64 rounds');
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Signatures
+
+  /**
+   * Signs a digest with an unrestricted signing key. `scheme` may be NULL_SCHEME to use the key's own;
+   * an ECDSA signature's r and s come back as the TPM sent them (see ecdsaSignatureP1363).
+   */
+  sign(
+    keyHandle: number,
+    digest: Uint8Array,
+    scheme: Scheme,
+    keyAuth: Session = passwordSession(),
+  ): Promise<Signature> {
+    return this.execute({
+      code: TPM_CC.Sign,
+      handles: [keyHandle],
+      sessions: [keyAuth],
+      parameters: (w) => {
+        w.tpm2b(digest);
+        writeSigScheme(w, scheme);
+        writeNullHashcheckTicket(w);
+      },
+      decode: (r) => readSignature(r, 'signature'),
+    });
+  }
+}
+
+/** TPM2B_PUBLIC, keeping the bytes of its TPMT_PUBLIC for the Name. */
+export function readPublicWithBytes(
+  r: Reader,
+  field: string,
+): { publicArea: PublicArea; publicBytes: Uint8Array } {
+  const { value, bytes } = r.sized16WithBytes(field, readPublicArea);
+  return { publicArea: value, publicBytes: bytes };
+}
+
+function readCapabilityData(r: Reader, capability: number): unknown[] {
+  switch (capability) {
+    case TPM_CAP.TPM_PROPERTIES: {
+      const n = r.count('tpmProperties', 8);
+      return Array.from({ length: n }, (_, i) => ({
+        property: r.u32(`tpmProperties[${i}].property`),
+        value: r.u32(`tpmProperties[${i}].value`),
+      }));
+    }
+    case TPM_CAP.HANDLES:
+    case TPM_CAP.COMMANDS: {
+      const n = r.count('handles', 4);
+      return Array.from({ length: n }, (_, i) => r.u32(`[${i}]`));
+    }
+    case TPM_CAP.PCRS:
+      return readPcrSelections(r, 'assignedPCR');
+    case TPM_CAP.ALGS: {
+      const n = r.count('algorithms', 6);
+      return Array.from({ length: n }, (_, i) => ({
+        alg: r.u16(`[${i}].alg`),
+        properties: r.u32(`[${i}].algProperties`),
+      }));
+    }
+    default:
+      return r.fail(`capability ${capability} is not one this library reads`);
+  }
+}
