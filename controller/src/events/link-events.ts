@@ -16,7 +16,12 @@ export interface LinkEffect {
   policyChanged: boolean;
 }
 
-/** Actions that change no gateway's policy: decisions, session bookkeeping, tokens, renewals. */
+/**
+ * Actions that change no gateway's policy: decisions, session bookkeeping, tokens, renewals, and the
+ * records attestation is checked against (EK roots, golden values per firmware), which only an
+ * enrollment or a re-attestation reads. A gateway's own attestation state does count: a quarantine
+ * must reach the view that decides its knocks.
+ */
 const NO_POLICY_CHANGE = new Set([
   'knock',
   'session.close',
@@ -24,6 +29,10 @@ const NO_POLICY_CHANGE = new Set([
   'token.create',
   'gateway.token.create',
   'certificate.renew',
+  'ekca.add',
+  'ekca.remove',
+  'firmware.pcrs.add',
+  'firmware.pcrs.remove',
 ]);
 
 const REVOKING = new Map([

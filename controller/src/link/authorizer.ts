@@ -2,7 +2,7 @@
 // (the one expensive step, ~70 µs) before anything that remembers the knock, every lookup from the
 // in-memory PolicyView, and the write batched with the other decisions of the same moment.
 //
-//   sealed knock → schema → gateway → identity by key id → Ed25519 signature over the gateway's key
+//   sealed knock → schema → gateway (enrolled, not quarantined) → identity by key id → Ed25519 signature over the gateway's key
 //   id (a gateway cannot invent a knock, nor replay one meant for another gateway) → time window →
 //   replay → claimed source → service on this gateway → access → identity shut out? → policy
 //
@@ -23,6 +23,7 @@ import type { GatewayEndpoint } from '../store/index.ts';
 import type { DecisionLog } from './decision-log.ts';
 import type { Logger } from './logger.ts';
 import {
+  gatewayRefusal,
   type PolicyView,
   type PolicyViews,
   shutOutReason,
@@ -217,8 +218,9 @@ export class Authorizer {
     if (decoded === null) return { ok: false, reason: 'malformed knock' };
     const { knock } = decoded;
     const gateway = view.gateways.get(gatewayName);
-    if (gateway?.status !== 'enrolled' || gateway.keyId === null)
-      return { ok: false, reason: `gateway ${gatewayName} is not enrolled`, knock };
+    const refusal = gatewayRefusal(gateway, gatewayName);
+    if (refusal !== null || gateway?.keyId == null)
+      return { ok: false, reason: refusal ?? `gateway ${gatewayName} is not enrolled`, knock };
     const keyId = knock.identityId.toString('hex');
     const identity = view.identitiesByKeyId.get(keyId);
     if (identity?.publicKey == null) return { ok: false, reason: `unknown identity key id ${keyId}`, knock };

@@ -452,6 +452,59 @@ describe('revocation', () => {
   });
 });
 
+describe('attestation', () => {
+  test("a quarantined gateway's knocks are refused with the reason, until an operator releases it", async () => {
+    const { store } = controller.data;
+    const box = await enrollTestGateway(controller.data, 'branch-attested');
+    await store.createService({
+      name: 'ssh-attested',
+      gateway: 'branch-attested',
+      backend: '10.0.2.6:22',
+      mode: 'direct',
+    });
+    await store.addPolicy({ subject: { kind: 'group', name: 'eng' }, service: 'ssh-attested' });
+    const pcrs = { bank: 'sha256' as const, pcrs: { '0': 'a'.repeat(64), '7': 'b'.repeat(64) } };
+    await store.recordGatewayAttestation('branch-attested', { state: 'approved', pcrs }, Date.now(), 'test');
+    await controller.server.links.views.invalidate(await store.lastAuditSeq());
+    const { link } = await helloLink(controller, box);
+    try {
+      assert.equal((await authorize(link, knockBytes(alice, box, { access: 'tcp/22' }))).allow, true);
+
+      const seq = await store.lastAuditSeq();
+      await store.quarantineGateway(
+        'branch-attested',
+        'PCR 7 differs from its golden value',
+        Date.now(),
+        'test',
+      );
+      // No invalidate here: the quarantine reaches the view through the audit log, as from another
+      // process; the knock goes once the controller's tail has read it (bounded wait).
+      const quarantinedAt = await store.lastAuditSeq();
+      for (let waited = 0; controller.server.links.views.current.version < quarantinedAt; waited += 10) {
+        assert.ok(waited < 2_000, 'the quarantine did not reach the policy view within 2 s');
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const refused = await authorize(link, knockBytes(alice, box, { access: 'tcp/22' }));
+      assert.ok(!refused.allow);
+      assert.equal(
+        refused.reason,
+        'gateway branch-attested is quarantined: PCR 7 differs from its golden value',
+      );
+      const denial = (await auditSince(seq)).find((entry) => entry.action === 'knock');
+      assert.deepEqual(
+        [denial?.actor, denial?.decision, denial?.reason],
+        ['gateway:branch-attested', 'deny', refused.reason],
+      );
+
+      await store.releaseGateway('branch-attested', Date.now(), 'cli');
+      await controller.server.links.views.invalidate(await store.lastAuditSeq());
+      assert.equal((await authorize(link, knockBytes(alice, box, { access: 'tcp/22' }))).allow, true);
+    } finally {
+      await link.close();
+    }
+  });
+});
+
 describe('session and posture reports', () => {
   test('a posture report that fails policy ends that device’s sessions on this gateway', async () => {
     const eve = await enrollTestDevice(controller.data, 'eve-laptop');

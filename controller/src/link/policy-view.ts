@@ -12,6 +12,7 @@ import type { KeyObject } from 'node:crypto';
 import { type PolicyRule, parseDays, parseHours, parseRequirement } from '@umbra/policy';
 import { decodeKey, ed25519PublicKeyObject, gatewayKeyIdOf } from '@umbra/protocol';
 import type {
+  AttestationState,
   GatewayEndpoint,
   GatewayStatus,
   IdentityKind,
@@ -56,6 +57,17 @@ export interface ViewGateway {
   spaPublicKey: Buffer | null;
   keyId: Buffer | null;
   endpoint: GatewayEndpoint | null;
+  attestation: AttestationState;
+  /** Why it is quarantined; null when it is not. */
+  quarantineReason: string | null;
+}
+
+/** Why no knock through this gateway may be allowed, whatever the policy; null when they may. */
+export function gatewayRefusal(gateway: ViewGateway | undefined, name: string): string | null {
+  if (gateway?.status !== 'enrolled' || gateway.keyId === null) return `gateway ${name} is not enrolled`;
+  if (gateway.attestation === 'quarantined')
+    return `gateway ${name} is quarantined: ${gateway.quarantineReason ?? 'no reason recorded'}`;
+  return null;
 }
 
 export interface ViewPolicy {
@@ -188,6 +200,8 @@ export class PolicyView {
           spaPublicKey: key,
           keyId: key === null ? null : gatewayKeyIdOf(key),
           endpoint: gateway.endpoint,
+          attestation: gateway.attestation.state,
+          quarantineReason: gateway.attestation.quarantineReason,
         };
       }),
       policies: viewPolicies,
