@@ -1,15 +1,20 @@
 // umbra-controller: the controller's administration commands. Every change is recorded in the audit
 // log with the CLI as its actor; a serving controller reads the log and pushes what changed to its
-// gateways. Revoking and disabling write the change and its audit entry in one transaction; the
-// other commands' steps are separate store calls for now (a crash between them can leave, say, a
-// token without its audit line).
+// gateways. Revoking, disabling and the attestation records (EK roots, golden PCR values, approving
+// and releasing gateways) write the change and its audit entry in one transaction; the other
+// commands' steps are separate store calls for now (a crash between them can leave, say, a token
+// without its audit line).
 
+import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { parseCommand, parseDuration, pickCommand, required, runCli, UsageError } from '@umbra/cli-kit';
+import { parseEkRoots } from './attestation/ek-roots.ts';
+import { AttestationFileError } from './attestation/errors.ts';
+import { parsePcrFile, pickPcrBank } from './attestation/pcr-file.ts';
 import { createEnrollmentToken } from './ca/index.ts';
 import { type DataDir, DataDirError, initDataDir, openDataDir } from './data-dir.ts';
 import { LINK_PING_INTERVAL_MS } from './link/link-server.ts';
-import { type Gateway, type Store, StoreError } from './store/index.ts';
+import { type EkRoot, type FirmwarePcrs, type Gateway, type Store, StoreError } from './store/index.ts';
 
 const ACTOR = 'cli';
 /** Four ping intervals (LINK_PING_INTERVAL_MS): a live link is marked seen at every one. */
@@ -35,6 +40,14 @@ Usage:
   umbra-controller certificate revoke SERIAL --data DIR
   umbra-controller gateway list --data DIR         gateways, their endpoints and links, as JSON
   umbra-controller gateway revoke NAME --data DIR  a stolen or retired gateway: its link is cut
+  umbra-controller gateway approve NAME --data DIR the PCRs it attested become its golden values
+  umbra-controller gateway release NAME --data DIR take a gateway out of quarantine
+  umbra-controller ekca add FILE --data DIR        trust TPM manufacturers' CA certificates for EKs
+  umbra-controller ekca list --data DIR
+  umbra-controller ekca remove FINGERPRINT --data DIR
+  umbra-controller firmware pcrs add VERSION FILE --data DIR [--bank sha256]
+  umbra-controller firmware pcrs list --data DIR
+  umbra-controller firmware pcrs remove VERSION --data DIR
   umbra-controller sessions --data DIR             open sessions, as JSON
   umbra-controller audit --data DIR [--after SEQ]  the audit log, as JSON lines
   umbra-controller serve --data DIR --listen HOST:PORT [--database URL]
@@ -94,7 +107,50 @@ Gateways refuse it for tunnels from then on; the identity itself stays enrolled.
 
 Prints the gateways as JSON: name, status, where clients reach it (endpoint, from its link's hello),
 whether its link is up (connected: it said hello, has not disconnected, and answered a ping within
-the last minute), and when it was last seen.`,
+the last minute), when it was last seen, and its attestation: unattested (software keys),
+awaiting-approval (it attested PCR values nothing golden matched), approved, or quarantined (with
+the reason; its knocks are refused).`,
+  'gateway approve': `Usage: umbra-controller gateway approve NAME --data DIR
+
+Approves the gateway NAME, which is awaiting approval: the PCR values its TPM attested become its
+golden values, which every later attestation must match. Check them first (gateway list shows them)
+against a box you trust. Refused in any other state: an unattested gateway has nothing to approve,
+a quarantined one is released first. Prints the gateway's state and golden values as JSON.`,
+  'gateway release': `Usage: umbra-controller gateway release NAME --data DIR
+
+Takes the gateway NAME out of quarantine: the controller decides its knocks again. It becomes
+approved when the PCR values it last attested are its golden values, awaiting approval when they
+differ (approve them with \`gateway approve\` if the change was yours, such as a firmware update),
+unattested when it never attested. Prints the gateway's new state as JSON.`,
+  'ekca add': `Usage: umbra-controller ekca add FILE --data DIR
+
+Trusts the CA certificates in FILE for the endorsement-key (EK) certificates of gateways' TPMs: the
+TPM manufacturers' roots or intermediates you trust (PEM, one or more certificates; or one DER
+certificate). Each must be a CA (basicConstraints cA=true). A certificate already trusted refuses
+the whole file. Each addition is audited (ekca.add). Prints what was added as JSON.`,
+  'ekca list': `Usage: umbra-controller ekca list --data DIR
+
+Prints the trusted EK CA certificates as JSON: subject, issuer, SHA-256 fingerprint, notAfter and
+when it was added.`,
+  'ekca remove': `Usage: umbra-controller ekca remove FINGERPRINT --data DIR
+
+Stops trusting the EK CA certificate with this SHA-256 fingerprint (hex, colons allowed, as
+\`ekca list\` prints it). Audited (ekca.remove). Gateways already enrolled stay enrolled.`,
+  'firmware pcrs add': `Usage: umbra-controller firmware pcrs add VERSION FILE --data DIR [--bank BANK]
+
+Records golden PCR values for firmware VERSION: a gateway that attests this version with these
+values is approved without an operator. FILE is \`tpm2_pcrread\` output from a box you trust
+(e.g. \`tpm2_pcrread sha256:0,1,2,3,4,5,6,7 > FILE\`) or JSON { "sha256": { "0": "HEX", ... } }.
+Banks sha1, sha256 and sha384; PCRs 0 to 23.
+  --bank BANK   the bank to record when FILE gives several (default: the strongest it gives)
+Audited (firmware.pcrs.add). Prints what was recorded as JSON.`,
+  'firmware pcrs list': `Usage: umbra-controller firmware pcrs list --data DIR
+
+Prints the golden PCR values per firmware version as JSON.`,
+  'firmware pcrs remove': `Usage: umbra-controller firmware pcrs remove VERSION --data DIR
+
+Forgets the golden PCR values of firmware VERSION. Audited (firmware.pcrs.remove). Gateways already
+approved keep their own golden values.`,
   'gateway revoke': `Usage: umbra-controller gateway revoke NAME --data DIR
 
 Revokes the gateway NAME (a box that was stolen or retired): its link to the controller is closed
@@ -387,6 +443,104 @@ async function main(argv: string[]): Promise<number> {
       console.log(JSON.stringify({ gateway: gateway.name, status: gateway.status }, null, 2));
       return 0;
     }
+    case 'gateway approve':
+    case 'gateway release': {
+      const { values, positionals } = parseCommand(help, rest, data, 1);
+      if (values.help) return show(help);
+      const name = positionals[0];
+      if (!name) throw new UsageError(`missing the gateway's NAME\n\n${help}`);
+      const gateway = await withData(values, help, ({ store }) =>
+        command === 'gateway approve'
+          ? store.approveGateway(name, Date.now(), ACTOR)
+          : store.releaseGateway(name, Date.now(), ACTOR),
+      );
+      const { state, golden } = gateway.attestation;
+      console.log(JSON.stringify({ gateway: gateway.name, attestation: state, golden }, null, 2));
+      return 0;
+    }
+    case 'ekca add': {
+      const { values, positionals } = parseCommand(help, rest, data, 1);
+      if (values.help) return show(help);
+      const file = positionals[0];
+      if (!file) throw new UsageError(`missing the FILE of CA certificates\n\n${help}`);
+      const roots = parseEkRoots(await readInput(file), file);
+      const now = Date.now();
+      const added = await withData(values, help, ({ store }) =>
+        store.addEkRoots(roots, now, ACTOR).catch((error: unknown) => {
+          const index = /^roots\[(\d+)\]$/.exec(error instanceof StoreError ? (error.field ?? '') : '');
+          if (error instanceof StoreError && error.code === 'duplicate' && index) {
+            const root = roots[Number(index[1])]!;
+            throw new AttestationFileError(
+              `${file}: certificate ${Number(index[1]) + 1} of ${roots.length} ("${root.subject}", ` +
+                `SHA-256 ${root.fingerprint}) is already trusted or listed twice; nothing was added ` +
+                '(remove it from the file, or see umbra-controller ekca list)',
+            );
+          }
+          throw error;
+        }),
+      );
+      for (const root of added)
+        if (root.notAfter <= now)
+          process.stderr.write(
+            `umbra-controller: warning: "${root.subject}" expired on ${isoOrNull(root.notAfter)}\n`,
+          );
+      console.log(JSON.stringify(added.map(ekRootListing), null, 2));
+      return 0;
+    }
+    case 'ekca list': {
+      const { values } = parseCommand(help, rest, data);
+      if (values.help) return show(help);
+      const roots = await withData(values, help, ({ store }) => store.listEkRoots());
+      console.log(JSON.stringify(roots.map(ekRootListing), null, 2));
+      return 0;
+    }
+    case 'ekca remove': {
+      const { values, positionals } = parseCommand(help, rest, data, 1);
+      if (values.help) return show(help);
+      const fingerprint = positionals[0];
+      if (!fingerprint) throw new UsageError(`missing the certificate's FINGERPRINT\n\n${help}`);
+      const removed = await withData(values, help, ({ store }) =>
+        store.removeEkRoot(fingerprint, Date.now(), ACTOR),
+      );
+      console.log(JSON.stringify({ removed: ekRootListing(removed) }, null, 2));
+      return 0;
+    }
+    case 'firmware pcrs add': {
+      const { values, positionals } = parseCommand(help, rest, { ...data, bank: { type: 'string' } }, 2);
+      if (values.help) return show(help);
+      const [version, file] = positionals;
+      if (!version || !file) throw new UsageError(`missing the firmware VERSION or the FILE\n\n${help}`);
+      const sets = parsePcrFile((await readInput(file)).toString('utf8'), file);
+      const golden = pickPcrBank(sets, file, values.bank);
+      if (sets.length > 1)
+        process.stderr.write(
+          `umbra-controller: recording the ${golden.bank} values of ${file} (it also gives ` +
+            `${sets.flatMap((set) => (set === golden ? [] : [set.bank])).join(', ')}; choose with --bank)\n`,
+        );
+      const added = await withData(values, help, ({ store }) =>
+        store.addFirmwarePcrs({ version, ...golden }, Date.now(), ACTOR),
+      );
+      console.log(JSON.stringify(firmwareListing(added), null, 2));
+      return 0;
+    }
+    case 'firmware pcrs list': {
+      const { values } = parseCommand(help, rest, data);
+      if (values.help) return show(help);
+      const golden = await withData(values, help, ({ store }) => store.listFirmwarePcrs());
+      console.log(JSON.stringify(golden.map(firmwareListing), null, 2));
+      return 0;
+    }
+    case 'firmware pcrs remove': {
+      const { values, positionals } = parseCommand(help, rest, data, 1);
+      if (values.help) return show(help);
+      const version = positionals[0];
+      if (!version) throw new UsageError(`missing the firmware VERSION\n\n${help}`);
+      const removed = await withData(values, help, ({ store }) =>
+        store.removeFirmwarePcrs(version, Date.now(), ACTOR),
+      );
+      console.log(JSON.stringify({ removed: firmwareListing(removed) }, null, 2));
+      return 0;
+    }
     case 'gateway list': {
       const { values } = parseCommand(help, rest, data);
       if (values.help) return show(help);
@@ -401,6 +555,13 @@ async function main(argv: string[]): Promise<number> {
             connected: isConnected(gateway, now),
             connectedAt: isoOrNull(gateway.connectedAt),
             lastSeenAt: isoOrNull(gateway.lastSeenAt),
+            attestation: gateway.attestation.state,
+            ...(gateway.attestation.quarantineReason === null
+              ? {}
+              : { quarantineReason: gateway.attestation.quarantineReason }),
+            firmwareVersion: gateway.attestation.firmwareVersion,
+            attestedPcrs: gateway.attestation.pcrs,
+            goldenPcrs: gateway.attestation.golden,
           })),
           null,
           2,
@@ -478,6 +639,31 @@ function isConnected(gateway: Gateway, now: number): boolean {
   return now - lastSeenAt <= CONNECTED_WITHIN_MS;
 }
 
+/** A file the operator named; a read failure names it. */
+async function readInput(file: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch (error) {
+    throw new AttestationFileError(
+      `${file}: cannot read it (${(error as NodeJS.ErrnoException).code ?? error})`,
+    );
+  }
+}
+
+function ekRootListing(root: EkRoot) {
+  return {
+    subject: root.subject,
+    issuer: root.issuer,
+    fingerprint: root.fingerprint,
+    notAfter: isoOrNull(root.notAfter),
+    added: isoOrNull(root.addedAt),
+  };
+}
+
+function firmwareListing(golden: FirmwarePcrs) {
+  return { version: golden.version, bank: golden.bank, pcrs: golden.pcrs, added: isoOrNull(golden.addedAt) };
+}
+
 function isoOrNull(time: number | null): string | null {
   return time === null ? null : new Date(time).toISOString();
 }
@@ -496,4 +682,4 @@ function show(help: string): number {
   return 0;
 }
 
-runCli('umbra-controller', main, [DataDirError, StoreError]);
+runCli('umbra-controller', main, [DataDirError, StoreError, AttestationFileError]);
