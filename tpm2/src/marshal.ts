@@ -33,30 +33,36 @@ export class Writer {
 
   u8(value: number): this {
     checkRange(value, 0xff, 'u8');
-    this.#view.setUint8(this.#reserve(1), value);
+    const at = this.#reserve(1);
+    this.#view.setUint8(at, value);
     return this;
   }
 
   u16(value: number): this {
     checkRange(value, 0xffff, 'u16');
-    this.#view.setUint16(this.#reserve(2), value);
+    const at = this.#reserve(2);
+    this.#view.setUint16(at, value);
     return this;
   }
 
   u32(value: number): this {
     checkRange(value, 0xffffffff, 'u32');
-    this.#view.setUint32(this.#reserve(4), value);
+    const at = this.#reserve(4);
+    this.#view.setUint32(at, value);
     return this;
   }
 
   u64(value: bigint): this {
     if (value < 0n || value > 0xffffffffffffffffn) throw new RangeError(`u64 out of range: ${value}`);
-    this.#view.setBigUint64(this.#reserve(8), value);
+    const at = this.#reserve(8);
+    this.#view.setBigUint64(at, value);
     return this;
   }
 
   bytes(data: Uint8Array): this {
-    this.#buffer.set(data, this.#reserve(data.length));
+    // #reserve may replace the buffer: take the offset before touching it.
+    const at = this.#reserve(data.length);
+    this.#buffer.set(data, at);
     return this;
   }
 

@@ -16,7 +16,7 @@ const MAX_ECC_KEY_BYTES = 128;
 
 function readHashAlg(r: Reader, field: string, allowNull = false): number {
   const alg = r.u16(field);
-  if (isHashAlg(alg) || (allowNull && alg === TPM_ALG.NULL) || alg === TPM_ALG.SM3_256) return alg;
+  if (isHashAlg(alg) || (allowNull && alg === TPM_ALG.NULL)) return alg;
   return r.fail(`${field} is ${nameOf(TPM_ALG, alg)}, not a hash algorithm`);
 }
 

@@ -294,3 +294,13 @@ describe('TPM commands over swtpm (Unix socket)', () => {
     await tpm.shutdown(TPM_SU.CLEAR);
   });
 });
+
+test('without swtpm installed, the harness fails and says what to install', async () => {
+  const path = process.env.PATH;
+  process.env.PATH = '/nonexistent';
+  try {
+    await assert.rejects(startSwtpm(), /swtpm is not installed: .*run scripts\/setup\.sh/);
+  } finally {
+    process.env.PATH = path;
+  }
+});
