@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { TPM_ALG, TPM_ST } from './constants.ts';
+import { TPM_ALG, TPM_CC, TPM_ECC, TPM_ST } from './constants.ts';
 import { Reader, TpmFormatError, Writer } from './marshal.ts';
 import { TpmError } from './response-code.ts';
 import {
+  ecdsaSignatureP1363,
   readPcrSelections,
   readPublicArea,
   readSignature,
@@ -277,5 +278,49 @@ describe('commands under random responses', () => {
     );
     const tpm = new Tpm(fakeTransport(() => new Writer().u16(0x8001).u32(11).u32(0x84).u8(0).finish()));
     await assert.rejects(tpm.readPublic(0x81000001), /an error response \(code 0x84\) with a body/);
+  });
+});
+
+describe('what a command leaves behind when its response is unusable', () => {
+  test('a CreatePrimary response that does not parse: the handle it returned is flushed', async () => {
+    const sent: number[] = [];
+    const tpm = new Tpm(
+      fakeTransport((c) => {
+        const code = new DataView(c.buffer, c.byteOffset).getUint32(6);
+        sent.push(code);
+        if (code === TPM_CC.CreatePrimary) {
+          return new Writer()
+            .u16(TPM_ST.SESSIONS)
+            .u32(10 + 4 + 4 + 3)
+            .u32(0)
+            .u32(0x80000001)
+            .u32(3)
+            .bytes(Uint8Array.of(0, 9, 9))
+            .finish();
+        }
+        assert.deepEqual(c.subarray(10), Uint8Array.of(0x80, 0, 0, 1));
+        return new Writer().u16(TPM_ST.NO_SESSIONS).u32(10).u32(0).finish();
+      }),
+    );
+    await assert.rejects(tpm.createPrimary(0x40000001, eccSigningTemplate()), TpmFormatError);
+    assert.deepEqual(sent, [TPM_CC.CreatePrimary, TPM_CC.FlushContext]);
+  });
+});
+
+describe('ECDSA signatures at the curve size', () => {
+  test('r and s shorter than the curve are padded, a leading zero byte is dropped', () => {
+    const signature: Signature = {
+      sigAlg: TPM_ALG.ECDSA,
+      hash: TPM_ALG.SHA256,
+      r: new Uint8Array(31).fill(0xaa),
+      s: Uint8Array.of(0, ...new Uint8Array(32).fill(0xbb)),
+    };
+    const p1363 = ecdsaSignatureP1363(signature, TPM_ECC.NIST_P256);
+    assert.equal(hex(p1363), `00${'aa'.repeat(31)}${'bb'.repeat(32)}`);
+    assert.throws(
+      () => ecdsaSignatureP1363({ ...signature, r: new Uint8Array(33).fill(1) }, TPM_ECC.NIST_P256),
+      /signature r is 33 bytes, more than 32/,
+    );
+    assert.throws(() => ecdsaSignatureP1363(signature, TPM_ECC.BN_P256), /BN_P256 is not supported/);
   });
 });

@@ -3,7 +3,17 @@
 // TpmFormatError naming the command, and a response code other than success is a TpmError naming the
 // command, the handle, parameter or session, and what the code means.
 
-import { commandName, HEADER_SIZE, nameOf, TPM_ALG, TPM_CAP, TPM_CC, TPM_ST, TPM_SU } from './constants.ts';
+import {
+  commandName,
+  HEADER_SIZE,
+  nameOf,
+  TPM_ALG,
+  TPM_CAP,
+  TPM_CC,
+  TPM_HT,
+  TPM_ST,
+  TPM_SU,
+} from './constants.ts';
 import { MAX_DIGEST_SIZE } from './hash.ts';
 import { Reader, TpmFormatError, Writer } from './marshal.ts';
 import { computeName } from './name.ts';
@@ -79,6 +89,12 @@ export interface PcrValues {
 const EMPTY = new Uint8Array();
 const MAX_ATTEMPTS = 5;
 const RETRIABLE: ReadonlySet<number> = new Set([TPM_RC.RETRY, TPM_RC.YIELDED, TPM_RC.TESTING]);
+/** Handle types a response may hand back that occupy TPM memory until flushed. */
+const FLUSHABLE: ReadonlySet<number> = new Set([
+  TPM_HT.TRANSIENT,
+  TPM_HT.HMAC_SESSION,
+  TPM_HT.POLICY_SESSION,
+]);
 /** TPML_DIGEST in a PCR_Read response holds at most 8 digests. */
 const MAX_PCR_DIGESTS = 8;
 const MAX_NAME_SIZE = 2 + MAX_DIGEST_SIZE;
@@ -143,6 +159,27 @@ export class Tpm {
     const responseHandles: number[] = [];
     for (let i = 0; i < (request.responseHandles ?? 0); i++) responseHandles.push(r.u32(`handle ${i + 1}`));
 
+    try {
+      return this.#decodeResponse(request, context, response, r, responseHandles);
+    } catch (error) {
+      // The command succeeded but its response is unusable: whatever it loaded (CreatePrimary, Load,
+      // StartAuthSession) would be left in a TPM without a resource manager, so flush it now.
+      for (const handle of responseHandles) {
+        if (FLUSHABLE.has(handle >>> 24)) await this.flushContext(handle).catch(() => undefined);
+      }
+      throw error;
+    }
+  }
+
+  #decodeResponse<T>(
+    request: CommandRequest<T>,
+    context: CommandContext,
+    response: Uint8Array,
+    r: Reader,
+    responseHandles: readonly number[],
+  ): T {
+    const sessions = request.sessions ?? [];
+    const name = commandName(request.code);
     let params: Reader;
     let paramStart = r.offset;
     if (sessions.length > 0) {
