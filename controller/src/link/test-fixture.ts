@@ -165,8 +165,22 @@ export async function enrollTestDevice(
 }
 
 /** The sealed plaintext [body, signature] a gateway forwards, for a knock by `device` to `gateway`. */
+/** The last timestamp each device knocked with: a device's knocks must strictly increase, as a client's do. */
+const lastKnockMs = new WeakMap<TestDevice, number>();
+
 export function knockBytes(device: TestDevice, gateway: TestGateway, knock: KnockRequest): Buffer {
-  const packet = sealKnock({ gatewayPublicKey: gateway.spa.publicKey, identity: device.identity, knock });
+  // Two knocks built within one millisecond would otherwise share a timestamp, and the second
+  // would be refused as a replay whatever the test meant to show.
+  let timestampMs = knock.timestampMs;
+  if (timestampMs === undefined) {
+    timestampMs = Math.max(Date.now(), (lastKnockMs.get(device) ?? 0) + 1);
+    lastKnockMs.set(device, timestampMs);
+  }
+  const packet = sealKnock({
+    gatewayPublicKey: gateway.spa.publicKey,
+    identity: device.identity,
+    knock: { ...knock, timestampMs },
+  });
   const opened = gateway.receiver.open(packet);
   if (!opened.ok) throw new Error(`the test knock did not open (${opened.reason})`);
   return encodeSealedKnock(opened.body, opened.signature);
