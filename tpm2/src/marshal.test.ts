@@ -229,6 +229,33 @@ const COMMANDS: readonly [string, (tpm: Tpm) => Promise<unknown>][] = [
   ['Sign', (t) => t.sign(0x80000000, new Uint8Array(32), { scheme: TPM_ALG.NULL })],
   ['FlushContext', (t) => t.flushContext(0x80000000)],
   ['Startup', (t) => t.startup()],
+  ['Create', (t) => t.create(0x80000000, eccSigningTemplate())],
+  [
+    'Load',
+    (t) => {
+      const w = new Writer();
+      writePublicArea(w, eccSigningTemplate());
+      return t.load(0x80000000, {
+        private: new Uint8Array(8),
+        publicBytes: w.finish(),
+        publicArea: eccSigningTemplate(),
+      });
+    },
+  ],
+  ['LoadExternal', (t) => t.loadExternal(eccSigningTemplate())],
+  ['EvictControl', (t) => t.evictControl(0x80000000, 0x81000002)],
+  [
+    'VerifySignature',
+    (t) =>
+      t.verifySignature(0x80000000, new Uint8Array(32), {
+        sigAlg: TPM_ALG.ECDSA,
+        hash: TPM_ALG.SHA256,
+        r: new Uint8Array(32),
+        s: new Uint8Array(32),
+      }),
+  ],
+  ['Quote', (t) => t.quote(0x80000000, new Uint8Array(16), [{ hash: TPM_ALG.SHA256, pcrs: [0, 1] }])],
+  ['Certify', (t) => t.certify(0x80000000, 0x80000001, new Uint8Array(16))],
 ];
 
 async function onlyTpmErrors(promise: Promise<unknown>): Promise<void> {

@@ -450,3 +450,86 @@ export function readTicket(r: Reader, field: string): Ticket {
     digest: r.tpm2b(`${field}.digest`, MAX_DIGEST_SIZE),
   };
 }
+
+// ---------------------------------------------------------------------------------------------------
+// TPMS_ATTEST (Part 2 §10.12): what Quote and Certify sign
+
+/** TPM_GENERATED_VALUE: "\xffTCG", the first field of every TPMS_ATTEST the TPM makes. */
+export const TPM_GENERATED_VALUE = 0xff544347;
+
+export interface ClockInfo {
+  /** Milliseconds the TPM has been powered, kept across restarts. */
+  readonly clock: bigint;
+  /** TPM Resets since the last TPM2_Clear. */
+  readonly resetCount: number;
+  /** TPM Restarts and Resumes since the last Reset. */
+  readonly restartCount: number;
+  /** NO if clock may have gone backwards since it was last reported. */
+  readonly safe: boolean;
+}
+
+export type AttestInfo =
+  | {
+      readonly type: typeof TPM_ST.ATTEST_QUOTE;
+      readonly pcrSelect: PcrSelection[];
+      readonly pcrDigest: Uint8Array;
+    }
+  | {
+      readonly type: typeof TPM_ST.ATTEST_CERTIFY;
+      readonly name: Uint8Array;
+      readonly qualifiedName: Uint8Array;
+    };
+
+export interface Attest {
+  readonly magic: number;
+  readonly qualifiedSigner: Uint8Array;
+  readonly extraData: Uint8Array;
+  readonly clockInfo: ClockInfo;
+  readonly firmwareVersion: bigint;
+  readonly attested: AttestInfo;
+}
+
+/** TPM2B_NAME holds a handle (4 bytes) or a hash algorithm and a digest. */
+const MAX_NAME_BYTES = 2 + MAX_DIGEST_SIZE;
+/** TPM2B_DATA holds at most sizeof(TPMT_HA). */
+export const MAX_DATA_SIZE = 2 + MAX_DIGEST_SIZE;
+
+/**
+ * Parses TPMS_ATTEST (Quote and Certify; other types are refused). The magic value must be
+ * TPM_GENERATED_VALUE: anything else was not produced by a TPM and must not be believed.
+ */
+export function readAttest(r: Reader): Attest {
+  const magic = r.u32('magic');
+  if (magic !== TPM_GENERATED_VALUE)
+    r.fail(`magic is 0x${magic.toString(16)}, not TPM_GENERATED_VALUE (0xff544347)`);
+  const type = r.u16('type');
+  const qualifiedSigner = r.tpm2b('qualifiedSigner', MAX_NAME_BYTES);
+  const extraData = r.tpm2b('extraData', MAX_DATA_SIZE);
+  const clockInfo: ClockInfo = {
+    clock: r.u64('clockInfo.clock'),
+    resetCount: r.u32('clockInfo.resetCount'),
+    restartCount: r.u32('clockInfo.restartCount'),
+    safe: r.bool('clockInfo.safe'),
+  };
+  const firmwareVersion = r.u64('firmwareVersion');
+  let attested: AttestInfo;
+  switch (type) {
+    case TPM_ST.ATTEST_QUOTE:
+      attested = {
+        type,
+        pcrSelect: readPcrSelections(r, 'attested.quote.pcrSelect'),
+        pcrDigest: r.tpm2b('attested.quote.pcrDigest', MAX_DIGEST_SIZE),
+      };
+      break;
+    case TPM_ST.ATTEST_CERTIFY:
+      attested = {
+        type,
+        name: r.tpm2b('attested.certify.name', MAX_NAME_BYTES),
+        qualifiedName: r.tpm2b('attested.certify.qualifiedName', MAX_NAME_BYTES),
+      };
+      break;
+    default:
+      return r.fail(`type is ${nameOf(TPM_ST, type)}, not ATTEST_QUOTE or ATTEST_CERTIFY`);
+  }
+  return { magic, qualifiedSigner, extraData, clockInfo, firmwareVersion, attested };
+}

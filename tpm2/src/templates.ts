@@ -1,6 +1,7 @@
 // Public-area templates for the keys Umbra creates. Keys are fixedTPM and fixedParent (they never
 // leave this TPM), sensitiveDataOrigin (the TPM generated the secret), and used with their authValue.
 
+import type { KeyObject } from 'node:crypto';
 import { TPM_ALG, TPM_ECC, TPMA_OBJECT } from './constants.ts';
 import { AES_128_CFB, type EccPublic, NO_SYMMETRIC, NULL_SCHEME, type RsaPublic } from './structures.ts';
 
@@ -70,3 +71,53 @@ export function rsaStorageTemplate(): RsaPublic {
     unique: EMPTY,
   };
 }
+
+/**
+ * An attestation key (AK): a restricted ECC P-256 signing key for ECDSA with SHA-256. Restricted means
+ * it signs only digests the TPM computed itself (Quote, Certify, or a Sign with a hashcheck ticket), so
+ * what it signs cannot be made to look like a TPMS_ATTEST.
+ */
+export function eccAttestationTemplate(): EccPublic {
+  const t = eccSigningTemplate('P-256');
+  return { ...t, objectAttributes: t.objectAttributes | TPMA_OBJECT.restricted };
+}
+
+/**
+ * The public area of an ECC public key made outside the TPM (node:crypto), for LoadExternal: an
+ * unrestricted ECDSA verification key with no authValue use and no fixedTPM/fixedParent.
+ */
+export function eccExternalPublic(key: KeyObject, hashAlg: number = TPM_ALG.SHA256): EccPublic {
+  const jwk = key.export({ format: 'jwk' });
+  const curveId = jwk.crv === 'P-256' ? TPM_ECC.NIST_P256 : jwk.crv === 'P-384' ? TPM_ECC.NIST_P384 : 0;
+  if (jwk.kty !== 'EC' || curveId === 0 || !jwk.x || !jwk.y)
+    throw new Error(
+      `eccExternalPublic: an EC P-256 or P-384 public key is needed, not ${jwk.kty} ${jwk.crv}`,
+    );
+  return {
+    type: TPM_ALG.ECC,
+    nameAlg: TPM_ALG.SHA256,
+    objectAttributes: TPMA_OBJECT.sign | TPMA_OBJECT.userWithAuth,
+    authPolicy: EMPTY,
+    parameters: {
+      symmetric: NO_SYMMETRIC,
+      scheme: { scheme: TPM_ALG.ECDSA, hashAlg },
+      curveId,
+      kdf: NULL_SCHEME,
+    },
+    unique: { x: Buffer.from(jwk.x, 'base64url'), y: Buffer.from(jwk.y, 'base64url') },
+  };
+}
+
+/**
+ * The persistent handles Umbra uses, in the owner's storage-key range (0x81000000-0x8100ffff, TCG
+ * handle registry). 0x81010001 and 0x81010016 are not used: that is the endorsement range, where
+ * swtpm_setup and TPM manufacturers put the RSA and ECC EKs.
+ */
+export const UMBRA_PERSISTENT = {
+  /** The storage root key (ECC P-256, eccStorageTemplate): the parent of the keys below. */
+  SRK: 0x81000001,
+  /** The attestation key (eccAttestationTemplate): Quote and Certify. */
+  AK: 0x81000002,
+  /** The gateway identity key (eccSigningTemplate('P-256')): link channel-binding signatures. */
+  IDENTITY_KEY: 0x81000003,
+} as const;

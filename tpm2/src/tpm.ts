@@ -11,6 +11,7 @@ import {
   TPM_CAP,
   TPM_CC,
   TPM_HT,
+  TPM_RH,
   TPM_ST,
   TPM_SU,
 } from './constants.ts';
@@ -20,8 +21,11 @@ import { computeName } from './name.ts';
 import { TPM_RC, TpmError } from './response-code.ts';
 import { type AuthResponse, type CommandContext, passwordSession, type Session } from './session.ts';
 import {
+  type Attest,
+  MAX_DATA_SIZE,
   type PcrSelection,
   type PublicArea,
+  readAttest,
   readPcrSelections,
   readPublicArea,
   readSignature,
@@ -32,6 +36,7 @@ import {
   writeNullHashcheckTicket,
   writePcrSelections,
   writePublicArea,
+  writeSignature,
   writeSigScheme,
 } from './structures.ts';
 import type { Transport } from './transport.ts';
@@ -64,6 +69,28 @@ export interface CreatePrimaryResult extends LoadedPublic {
   readonly creationData: Uint8Array;
   readonly creationHash: Uint8Array;
   readonly creationTicket: Ticket;
+}
+
+export interface CreateResult {
+  readonly publicArea: PublicArea;
+  readonly publicBytes: Uint8Array;
+  /** TPM2B_PRIVATE's contents: the sensitive area wrapped by the parent; Load takes it back. */
+  readonly private: Uint8Array;
+  readonly creationData: Uint8Array;
+  readonly creationHash: Uint8Array;
+  readonly creationTicket: Ticket;
+}
+
+export interface LoadResult {
+  readonly handle: number;
+  readonly name: Uint8Array;
+}
+
+/** A TPMS_ATTEST as signed (the exact bytes), parsed, and its signature. */
+export interface AttestResult {
+  readonly attestBytes: Uint8Array;
+  readonly attest: Attest;
+  readonly signature: Signature;
 }
 
 export interface CreatePrimaryOptions {
@@ -397,6 +424,181 @@ export class Tpm {
     return result;
   }
 
+  /**
+   * TPM2_Create: a child key under a loaded storage parent, returned wrapped (not loaded). The options
+   * are those of createPrimary; `hierarchyAuth` authorizes the parent.
+   */
+  create(
+    parentHandle: number,
+    template: PublicArea,
+    options: CreatePrimaryOptions = {},
+  ): Promise<CreateResult> {
+    return this.execute({
+      code: TPM_CC.Create,
+      handles: [parentHandle],
+      sessions: [options.hierarchyAuth ?? passwordSession()],
+      parameters: (w) => {
+        w.sized16((s) => s.tpm2b(options.userAuth ?? EMPTY).tpm2b(EMPTY));
+        w.sized16((p) => writePublicArea(p, template));
+        w.tpm2b(options.outsideInfo ?? EMPTY);
+        writePcrSelections(w, options.creationPcrs ?? []);
+      },
+      decode: (r) => {
+        const priv = r.tpm2b('outPrivate');
+        if (priv.length === 0) r.fail('outPrivate is empty');
+        const { publicArea, publicBytes } = readPublicWithBytes(r, 'outPublic');
+        const creationData = r.tpm2b('creationData');
+        const creationHash = r.tpm2b('creationHash', MAX_DIGEST_SIZE);
+        const creationTicket = readTicket(r, 'creationTicket');
+        return { publicArea, publicBytes, private: priv, creationData, creationHash, creationTicket };
+      },
+    });
+  }
+
+  /** TPM2_Load: a key from Create back into the TPM under its parent. The Name is checked against the public area. */
+  load(
+    parentHandle: number,
+    key: { readonly private: Uint8Array; readonly publicBytes: Uint8Array; readonly publicArea: PublicArea },
+    parentAuth: Session = passwordSession(),
+  ): Promise<LoadResult> {
+    return this.execute({
+      code: TPM_CC.Load,
+      handles: [parentHandle],
+      sessions: [parentAuth],
+      parameters: (w) => {
+        w.tpm2b(key.private);
+        w.tpm2b(key.publicBytes);
+      },
+      responseHandles: 1,
+      decode: (r, [handle]) => {
+        const name = r.tpm2b('name', MAX_NAME_SIZE);
+        if (Buffer.compare(computeName(key.publicArea.nameAlg, key.publicBytes), name) !== 0)
+          r.fail('name does not match the public area loaded');
+        return { handle: handle!, name };
+      },
+    });
+  }
+
+  /**
+   * TPM2_LoadExternal of a public key alone (no sensitive part), by default in the NULL hierarchy:
+   * the TPM can then verify signatures with it, and it is gone at the next reset.
+   */
+  loadExternal(publicArea: PublicArea, hierarchy: number = TPM_RH.NULL): Promise<LoadResult> {
+    const pub = new Writer();
+    writePublicArea(pub, publicArea);
+    const publicBytes = pub.finish();
+    return this.execute({
+      code: TPM_CC.LoadExternal,
+      parameters: (w) => {
+        w.u16(0); // TPM2B_SENSITIVE inPrivate: empty, public only
+        w.tpm2b(publicBytes);
+        w.u32(hierarchy);
+      },
+      responseHandles: 1,
+      decode: (r, [handle]) => {
+        const name = r.tpm2b('name', MAX_NAME_SIZE);
+        if (Buffer.compare(computeName(publicArea.nameAlg, publicBytes), name) !== 0)
+          r.fail('name does not match the public area loaded');
+        return { handle: handle!, name };
+      },
+    });
+  }
+
+  /**
+   * TPM2_EvictControl. With a transient `objectHandle`, makes a persistent copy at `persistentHandle`
+   * (the transient stays loaded and must still be flushed); with a persistent one (equal to
+   * `persistentHandle`), removes it. `auth` is TPM_RH.OWNER (handles 0x81000000-0x817fffff) or PLATFORM.
+   */
+  evictControl(
+    objectHandle: number,
+    persistentHandle: number,
+    auth: number = TPM_RH.OWNER,
+    authSession: Session = passwordSession(),
+  ): Promise<void> {
+    return this.execute({
+      code: TPM_CC.EvictControl,
+      handles: [auth, objectHandle],
+      sessions: [authSession],
+      parameters: (w) => w.u32(persistentHandle),
+      decode: () => undefined,
+    });
+  }
+
+  /**
+   * TPM2_VerifySignature: checks a signature over a digest with a loaded public key. A bad signature is
+   * a TpmError (TPM_RC_SIGNATURE); a good one returns the TPMT_TK_VERIFIED ticket.
+   */
+  verifySignature(keyHandle: number, digest: Uint8Array, signature: Signature): Promise<Ticket> {
+    return this.execute({
+      code: TPM_CC.VerifySignature,
+      handles: [keyHandle],
+      parameters: (w) => {
+        w.tpm2b(digest);
+        writeSignature(w, signature);
+      },
+      decode: (r) => {
+        const ticket = readTicket(r, 'validation');
+        if (ticket.tag !== TPM_ST.VERIFIED)
+          r.fail(`validation.tag is ${nameOf(TPM_ST, ticket.tag)}, not VERIFIED`);
+        return ticket;
+      },
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Attestation
+
+  /**
+   * TPM2_Quote: the TPM signs, with a restricted signing key, a TPMS_ATTEST holding `qualifyingData`
+   * (the verifier's nonce) as extraData and the digest of the selected PCRs. `scheme` NULL_SCHEME uses
+   * the key's own.
+   */
+  quote(
+    keyHandle: number,
+    qualifyingData: Uint8Array,
+    pcrs: readonly PcrSelection[],
+    scheme: Scheme = { scheme: TPM_ALG.NULL },
+    keyAuth: Session = passwordSession(),
+  ): Promise<AttestResult> {
+    checkQualifyingData(qualifyingData);
+    return this.execute({
+      code: TPM_CC.Quote,
+      handles: [keyHandle],
+      sessions: [keyAuth],
+      parameters: (w) => {
+        w.tpm2b(qualifyingData);
+        writeSigScheme(w, scheme);
+        writePcrSelections(w, pcrs);
+      },
+      decode: (r) => decodeAttestResponse(r, 'quoted'),
+    });
+  }
+
+  /**
+   * TPM2_Certify: `signHandle` signs that `objectHandle` (its Name) is loaded in this TPM. Both need
+   * authorization: the object's in the ADMIN role (its authValue unless adminWithPolicy), the signer's.
+   */
+  certify(
+    objectHandle: number,
+    signHandle: number,
+    qualifyingData: Uint8Array,
+    scheme: Scheme = { scheme: TPM_ALG.NULL },
+    objectAuth: Session = passwordSession(),
+    signAuth: Session = passwordSession(),
+  ): Promise<AttestResult> {
+    checkQualifyingData(qualifyingData);
+    return this.execute({
+      code: TPM_CC.Certify,
+      handles: [objectHandle, signHandle],
+      sessions: [objectAuth, signAuth],
+      parameters: (w) => {
+        w.tpm2b(qualifyingData);
+        writeSigScheme(w, scheme);
+      },
+      decode: (r) => decodeAttestResponse(r, 'certifyInfo'),
+    });
+  }
+
   // -------------------------------------------------------------------------------------------------
   // PCRs
 
@@ -485,6 +687,18 @@ export function readPublicWithBytes(
 ): { publicArea: PublicArea; publicBytes: Uint8Array } {
   const { value, bytes } = r.sized16WithBytes(field, readPublicArea);
   return { publicArea: value, publicBytes: bytes };
+}
+
+function checkQualifyingData(data: Uint8Array): void {
+  if (data.length > MAX_DATA_SIZE)
+    throw new RangeError(`qualifyingData is ${data.length} bytes; TPM2B_DATA holds at most ${MAX_DATA_SIZE}`);
+}
+
+/** TPM2B_ATTEST then TPMT_SIGNATURE, as Quote and Certify answer. */
+function decodeAttestResponse(r: Reader, field: string): AttestResult {
+  const { value: attest, bytes: attestBytes } = r.sized16WithBytes(field, readAttest);
+  const signature = readSignature(r, 'signature');
+  return { attestBytes, attest, signature };
 }
 
 function readCapabilityData(r: Reader, capability: number): unknown[] {
