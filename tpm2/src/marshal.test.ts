@@ -6,11 +6,13 @@ import { Reader, TpmFormatError, Writer } from './marshal.ts';
 import { TpmError } from './response-code.ts';
 import {
   ecdsaSignatureP1363,
+  readAttest,
   readPcrSelections,
   readPublicArea,
   readSignature,
   readTicket,
   type Signature,
+  TPM_GENERATED_VALUE,
   writePcrSelections,
   writePublicArea,
   writeSignature,
@@ -137,7 +139,50 @@ const UNMARSHALLERS: readonly [string, (r: Reader) => unknown][] = [
   ['TPML_PCR_SELECTION', (r) => readPcrSelections(r, 'pcrs')],
   ['TPMT_TK_CREATION', (r) => readTicket(r, 'ticket')],
   ['TPM2B_PUBLIC', (r) => r.sized16('outPublic', readPublicArea)],
+  ['TPMS_ATTEST', (r) => readAttest(r)],
 ];
+
+/** A TPMS_ATTEST for a quote of PCRs 0 and 7, or with another magic value. */
+function quoteAttest(magic = TPM_GENERATED_VALUE): Uint8Array {
+  const w = new Writer();
+  w.u32(magic).u16(TPM_ST.ATTEST_QUOTE);
+  w.tpm2b(new Uint8Array(34).fill(0xaa)); // qualifiedSigner
+  w.tpm2b(new Uint8Array([1, 2, 3])); // extraData
+  w.u64(123456n).u32(7).u32(2).u8(1); // clockInfo
+  w.u64(0x2000_0001_0000_0000n); // firmwareVersion
+  writePcrSelections(w, [{ hash: TPM_ALG.SHA256, pcrs: [0, 7] }]);
+  w.tpm2b(new Uint8Array(32).fill(0x55)); // pcrDigest
+  return w.finish();
+}
+
+describe('TPMS_ATTEST', () => {
+  test('a quote is parsed field by field', () => {
+    const attest = readAttest(new Reader(quoteAttest(), 'attest'));
+    assert.equal(attest.magic, TPM_GENERATED_VALUE);
+    assert.deepEqual(attest.qualifiedSigner, new Uint8Array(34).fill(0xaa));
+    assert.deepEqual(attest.extraData, new Uint8Array([1, 2, 3]));
+    assert.deepEqual(attest.clockInfo, { clock: 123456n, resetCount: 7, restartCount: 2, safe: true });
+    assert.equal(attest.firmwareVersion, 0x2000_0001_0000_0000n);
+    assert.deepEqual(attest.attested, {
+      type: TPM_ST.ATTEST_QUOTE,
+      pcrSelect: [{ hash: TPM_ALG.SHA256, pcrs: [0, 7] }],
+      pcrDigest: new Uint8Array(32).fill(0x55),
+    });
+  });
+
+  test('a magic other than TPM_GENERATED_VALUE, and a type other than quote or certify, are refused', () => {
+    assert.throws(
+      () => readAttest(new Reader(quoteAttest(0xff544348), 'attest')),
+      /attest: magic is 0xff544348, not TPM_GENERATED_VALUE/,
+    );
+    const bytes = quoteAttest();
+    bytes[5] = 0x19; // TPM_ST_ATTEST_TIME
+    assert.throws(
+      () => readAttest(new Reader(bytes, 'attest')),
+      /type is ATTEST_TIME, not ATTEST_QUOTE or ATTEST_CERTIFY/,
+    );
+  });
+});
 
 function onlyFormatErrors(fn: () => unknown): void {
   try {
@@ -165,6 +210,7 @@ function validEncodings(): Uint8Array[] {
   const p = new Writer();
   writePcrSelections(p, [{ hash: TPM_ALG.SHA256, pcrs: [0, 7] }]);
   out.push(p.finish());
+  out.push(quoteAttest());
   return out;
 }
 
