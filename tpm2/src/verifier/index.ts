@@ -1,0 +1,23 @@
+// The verifier side, usable without a TPM: EK certificates and their chains, MakeCredential.
+
+export {
+  EK_CERT_NV_INDEX,
+  type EkCertificate,
+  EkCertificateError,
+  type EkChainResult,
+  extractEkCertificateDer,
+  parseEkCertificate,
+  type VerifyEkChainOptions,
+  verifyEkChain,
+} from './ek-certificate.ts';
+export {
+  type Credential,
+  type EkPublic,
+  fromTpm2ToolsCredentialFile,
+  kdfa,
+  kdfe,
+  MakeCredentialError,
+  makeCredential,
+  TPM2_TOOLS_CREDENTIAL_MAGIC,
+  toTpm2ToolsCredentialFile,
+} from './make-credential.ts';
