@@ -97,3 +97,4 @@ export {
 } from './transport.ts';
 export { DEVICE_BUFFER_SIZE, DeviceTransport } from './transports/device.ts';
 export { SwtpmTransport, type SwtpmTransportOptions } from './transports/swtpm.ts';
+export * from './verifier/index.ts';
