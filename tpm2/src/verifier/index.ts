@@ -21,3 +21,18 @@ export {
   TPM2_TOOLS_CREDENTIAL_MAGIC,
   toTpm2ToolsCredentialFile,
 } from './make-credential.ts';
+export {
+  comparePcrs,
+  describePcrDifferences,
+  type PcrBanks,
+  type PcrComparison,
+  type PcrDifference,
+} from './pcr-policy.ts';
+export {
+  type QuoteClock,
+  type QuoteFailure,
+  type VerifiedQuote,
+  type VerifyQuoteInput,
+  type VerifyQuoteResult,
+  verifyQuote,
+} from './quote.ts';

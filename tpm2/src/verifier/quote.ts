@@ -1,0 +1,352 @@
+// TPM2_Quote verification on the verifier side, no TPM needed (TPM 2.0 Part 3 §18.4, Part 2 §10.12):
+// the TPMS_ATTEST is parsed (magic TPM_GENERATED_VALUE, type TPM_ST_ATTEST_QUOTE), its signature
+// checked with the AK's public key and the signature's hash, extraData compared with the nonce the
+// verifier sent, the PCR selection with the PCRs claimed, pcrDigest with H(claimed PCR values in
+// selection order: bank by bank, index ascending) and clockInfo with the previous quote's.
+//
+// verifyQuote never throws: every failure, malformed input included, is { ok: false, code, reason }.
+
+import { constants, KeyObject, verify } from 'node:crypto';
+import { nameOf, TPM_ALG, TPM_ECC, TPM_ST } from '../constants.ts';
+import { digestSize, hash, isHashAlg, nodeHashName } from '../hash.ts';
+import { Reader } from '../marshal.ts';
+import {
+  type Attest,
+  type ClockInfo,
+  ecdsaSignatureP1363,
+  type PcrSelection,
+  type PublicArea,
+  publicKeyObject,
+  readAttest,
+  readPublicArea,
+  readSignature,
+  type Signature,
+  TPM_GENERATED_VALUE,
+} from '../structures.ts';
+import { equalBytes, type PcrBanks } from './pcr-policy.ts';
+
+export interface QuoteClock {
+  readonly clock: bigint;
+  readonly resetCount: number;
+  readonly restartCount: number;
+}
+
+export interface VerifyQuoteInput {
+  /** The TPMS_ATTEST bytes exactly as the TPM signed them (TPM2B_ATTEST's body, tpm2_quote -m). */
+  readonly attest: Uint8Array;
+  /** A marshalled TPMT_SIGNATURE (tpm2_quote -s) or a parsed one. */
+  readonly signature: Uint8Array | Signature;
+  /**
+   * The AK: a marshalled TPMT_PUBLIC, a TPM2B_PUBLIC (tpm2_createak -u), a parsed TPMT_PUBLIC or a
+   * node:crypto public key.
+   */
+  readonly akPublic: Uint8Array | PublicArea | KeyObject;
+  /** The qualifying data the verifier sent: extraData must equal it. */
+  readonly nonce: Uint8Array;
+  /** The PCR values the gateway claims (or PCR_Read returned), by bank and index. */
+  readonly pcrs: PcrBanks;
+  /**
+   * The selection the quote must cover. By default, exactly the banks and indexes in `pcrs`. With
+   * it, `pcrs` must hold a value for every PCR selected (and may hold more).
+   */
+  readonly selection?: readonly PcrSelection[];
+  /** clockInfo of the previous quote from the same TPM, to catch a clock going backwards. */
+  readonly previous?: QuoteClock;
+}
+
+export type QuoteFailure =
+  | 'format'
+  | 'magic'
+  | 'type'
+  | 'key'
+  | 'signature'
+  | 'nonce'
+  | 'pcr-selection'
+  | 'pcr-digest'
+  | 'clock';
+
+export interface VerifiedQuote {
+  readonly attest: Attest;
+  readonly qualifiedSigner: Uint8Array;
+  readonly clockInfo: ClockInfo;
+  readonly firmwareVersion: bigint;
+  readonly pcrSelect: readonly PcrSelection[];
+  readonly pcrDigest: Uint8Array;
+  /** The signature's (and the PCR digest's) hash algorithm. */
+  readonly hashAlg: number;
+  readonly signatureAlg: number;
+  /** Things that did not fail the quote but the caller should know, e.g. clockInfo.safe = NO. */
+  readonly notes: readonly string[];
+}
+
+export type VerifyQuoteResult =
+  | { readonly ok: true; readonly quote: VerifiedQuote }
+  | { readonly ok: false; readonly code: QuoteFailure; readonly reason: string };
+
+function fail(code: QuoteFailure, reason: string): VerifyQuoteResult {
+  return { ok: false, code, reason };
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex');
+}
+
+const NAMED_CURVES: Readonly<Record<string, number>> = {
+  prime256v1: TPM_ECC.NIST_P256,
+  secp384r1: TPM_ECC.NIST_P384,
+  secp521r1: TPM_ECC.NIST_P521,
+};
+
+/** TPM2B_PUBLIC when its size prefix covers exactly the rest, otherwise TPMT_PUBLIC. */
+function parsePublicBytes(bytes: Uint8Array): PublicArea {
+  let start = 0;
+  if (bytes.length >= 2 && ((bytes[0]! << 8) | bytes[1]!) === bytes.length - 2) start = 2;
+  const r = new Reader(bytes, start === 2 ? 'AK TPM2B_PUBLIC' : 'AK TPMT_PUBLIC', start);
+  const area = readPublicArea(r);
+  r.end();
+  return area;
+}
+
+interface AkKey {
+  readonly key: KeyObject;
+  /** TPM_ECC curve for EC keys, undefined for RSA. */
+  readonly curveId: number | undefined;
+}
+
+function akKey(ak: VerifyQuoteInput['akPublic']): AkKey {
+  if (!(ak instanceof KeyObject)) {
+    const area = ak instanceof Uint8Array ? parsePublicBytes(ak) : ak;
+    if (area.type !== TPM_ALG.ECC && area.type !== TPM_ALG.RSA)
+      throw new Error(`the AK is a ${nameOf(TPM_ALG, area.type)} object, not an RSA or ECC key`);
+    const key = publicKeyObject(area);
+    return { key, curveId: area.type === TPM_ALG.ECC ? area.parameters.curveId : undefined };
+  }
+  if (ak.type !== 'public') throw new Error(`the AK is a ${ak.type} key, not a public key`);
+  if (ak.asymmetricKeyType === 'rsa') return { key: ak, curveId: undefined };
+  if (ak.asymmetricKeyType === 'ec') {
+    const curve = ak.asymmetricKeyDetails?.namedCurve ?? '';
+    const curveId = NAMED_CURVES[curve];
+    if (curveId === undefined) throw new Error(`the AK's curve ${curve} is not a NIST curve a TPM uses`);
+    return { key: ak, curveId };
+  }
+  throw new Error(`the AK is an ${ak.asymmetricKeyType} key, not RSA or EC`);
+}
+
+/** Checks the signature over the attest bytes; returns a reason when it does not verify. */
+function checkSignature(attest: Uint8Array, signature: Signature, ak: AkKey): string | undefined {
+  const alg = nameOf(TPM_ALG, signature.sigAlg);
+  if (signature.sigAlg === TPM_ALG.ECDSA) {
+    if (ak.curveId === undefined) return `an ECDSA signature but the AK is an RSA key`;
+    const p1363 = ecdsaSignatureP1363(signature, ak.curveId);
+    const good = verify(
+      nodeHashName(signature.hash),
+      attest,
+      { key: ak.key, dsaEncoding: 'ieee-p1363' },
+      p1363,
+    );
+    return good
+      ? undefined
+      : `the ECDSA (${nameOf(TPM_ALG, signature.hash)}) signature does not verify with the AK`;
+  }
+  if (signature.sigAlg === TPM_ALG.RSASSA || signature.sigAlg === TPM_ALG.RSAPSS) {
+    if (ak.curveId !== undefined) return `an ${alg} signature but the AK is an EC key`;
+    const padding =
+      signature.sigAlg === TPM_ALG.RSASSA
+        ? { padding: constants.RSA_PKCS1_PADDING }
+        : { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO };
+    const good = verify(nodeHashName(signature.hash), attest, { key: ak.key, ...padding }, signature.sig);
+    return good
+      ? undefined
+      : `the ${alg} (${nameOf(TPM_ALG, signature.hash)}) signature does not verify with the AK`;
+  }
+  return `the signature is ${alg}: only ECDSA, RSASSA and RSAPSS are accepted for a quote`;
+}
+
+function describeSelection(selection: readonly PcrSelection[]): string {
+  if (selection.length === 0) return 'nothing';
+  return selection
+    .map((s) => `${nameOf(TPM_ALG, s.hash).toLowerCase()}:${s.pcrs.length ? s.pcrs.join(',') : '-'}`)
+    .join(' ');
+}
+
+/** The selection a quote must cover when none is given: the claimed banks, indexes ascending. */
+function selectionOf(pcrs: PcrBanks): PcrSelection[] {
+  return [...pcrs].map(([bank, values]) => ({ hash: bank, pcrs: [...values.keys()].sort((a, b) => a - b) }));
+}
+
+/** Same banks with the same indexes, in any bank order (the TPM may order banks its own way). */
+function sameSelection(a: readonly PcrSelection[], b: readonly PcrSelection[]): boolean {
+  const norm = (s: readonly PcrSelection[]) => {
+    const m = new Map<number, Set<number>>();
+    for (const { hash: bank, pcrs } of s) {
+      const set = m.get(bank) ?? new Set<number>();
+      for (const p of pcrs) set.add(p);
+      m.set(bank, set);
+    }
+    for (const [bank, set] of m) if (set.size === 0) m.delete(bank);
+    return m;
+  };
+  const x = norm(a);
+  const y = norm(b);
+  if (x.size !== y.size) return false;
+  for (const [bank, set] of x) {
+    const other = y.get(bank);
+    if (!other || other.size !== set.size) return false;
+    for (const p of set) if (!other.has(p)) return false;
+  }
+  return true;
+}
+
+/** Verifies a TPM2_Quote. Never throws. */
+export function verifyQuote(input: VerifyQuoteInput): VerifyQuoteResult {
+  try {
+    return verifyQuoteOrThrow(input);
+  } catch (error) {
+    return fail('format', message(error));
+  }
+}
+
+function verifyQuoteOrThrow(input: VerifyQuoteInput): VerifyQuoteResult {
+  const { attest: attestBytes } = input;
+  if (!(attestBytes instanceof Uint8Array)) return fail('format', 'attest is not bytes');
+
+  // Magic and type first, so that a wrong one is named as such rather than as a parse error.
+  if (attestBytes.length >= 4) {
+    const magic = new DataView(attestBytes.buffer, attestBytes.byteOffset, attestBytes.byteLength).getUint32(
+      0,
+    );
+    if (magic !== TPM_GENERATED_VALUE)
+      return fail('magic', `attest magic is 0x${magic.toString(16)}, not TPM_GENERATED_VALUE (0xff544347)`);
+  }
+  if (attestBytes.length >= 6) {
+    const type = (attestBytes[4]! << 8) | attestBytes[5]!;
+    if (type !== TPM_ST.ATTEST_QUOTE)
+      return fail('type', `attest type is ${nameOf(TPM_ST, type)}, not ATTEST_QUOTE`);
+  }
+  let attest: Attest;
+  try {
+    const r = new Reader(attestBytes, 'TPMS_ATTEST');
+    attest = readAttest(r);
+    r.end();
+  } catch (error) {
+    return fail('format', message(error));
+  }
+  if (attest.attested.type !== TPM_ST.ATTEST_QUOTE) return fail('type', 'attest is not a quote');
+  const { pcrSelect, pcrDigest } = attest.attested;
+
+  let signature: Signature;
+  try {
+    if (input.signature instanceof Uint8Array) {
+      const r = new Reader(input.signature, 'TPMT_SIGNATURE');
+      signature = readSignature(r, 'signature');
+      r.end();
+    } else {
+      signature = input.signature;
+    }
+  } catch (error) {
+    return fail('format', message(error));
+  }
+
+  let ak: AkKey;
+  try {
+    ak = akKey(input.akPublic);
+  } catch (error) {
+    return fail('key', `AK public key: ${message(error)}`);
+  }
+
+  if (!('hash' in signature) || !isHashAlg(signature.hash))
+    return fail(
+      'signature',
+      `the signature is ${nameOf(TPM_ALG, signature.sigAlg)}, without a hash algorithm`,
+    );
+  let bad: string | undefined;
+  try {
+    bad = checkSignature(attestBytes, signature, ak);
+  } catch (error) {
+    bad = message(error);
+  }
+  if (bad !== undefined) return fail('signature', bad);
+  const hashAlg = signature.hash;
+
+  if (!equalBytes(attest.extraData, input.nonce))
+    return fail(
+      'nonce',
+      `extraData ${hex(attest.extraData)} is not the nonce ${hex(input.nonce)}: a stale or replayed quote`,
+    );
+
+  const expected = input.selection ?? selectionOf(input.pcrs);
+  if (!sameSelection(pcrSelect, expected))
+    return fail(
+      'pcr-selection',
+      `the quote covers ${describeSelection(pcrSelect)}, not the expected ${describeSelection(expected)}`,
+    );
+
+  // pcrDigest = H(PCR values in the quote's selection order), H the signing scheme's hash.
+  const values: Uint8Array[] = [];
+  for (const { hash: bank, pcrs } of pcrSelect) {
+    for (const index of pcrs) {
+      const value = input.pcrs.get(bank)?.get(index);
+      if (value === undefined)
+        return fail(
+          'pcr-selection',
+          `the quote covers ${nameOf(TPM_ALG, bank).toLowerCase()} PCR ${index} but no value is claimed for it`,
+        );
+      if (isHashAlg(bank) && value.length !== digestSize(bank))
+        return fail(
+          'pcr-digest',
+          `the claimed ${nameOf(TPM_ALG, bank).toLowerCase()} PCR ${index} is ${value.length} bytes, not ${digestSize(bank)}`,
+        );
+      values.push(value);
+    }
+  }
+  const computed = hash(hashAlg, ...values);
+  if (!equalBytes(computed, pcrDigest))
+    return fail(
+      'pcr-digest',
+      `pcrDigest ${hex(pcrDigest)} is not ${nameOf(TPM_ALG, hashAlg)} of the claimed PCR values (${hex(computed)}): ` +
+        'the PCRs changed or the claimed values are not the quoted ones',
+    );
+
+  const { clockInfo } = attest;
+  const previous = input.previous;
+  if (previous) {
+    if (clockInfo.resetCount < previous.resetCount)
+      return fail('clock', `resetCount went back from ${previous.resetCount} to ${clockInfo.resetCount}`);
+    if (clockInfo.resetCount === previous.resetCount && clockInfo.restartCount < previous.restartCount)
+      return fail(
+        'clock',
+        `restartCount went back from ${previous.restartCount} to ${clockInfo.restartCount} without a reset`,
+      );
+    if (
+      clockInfo.resetCount === previous.resetCount &&
+      clockInfo.restartCount === previous.restartCount &&
+      clockInfo.clock < previous.clock
+    )
+      return fail(
+        'clock',
+        `clock went back from ${previous.clock} to ${clockInfo.clock} without a reset or restart: a replayed quote`,
+      );
+  }
+  const notes: string[] = [];
+  if (!clockInfo.safe)
+    notes.push('clockInfo.safe is NO: the clock may have gone backwards since it was last reported');
+
+  return {
+    ok: true,
+    quote: {
+      attest,
+      qualifiedSigner: attest.qualifiedSigner,
+      clockInfo,
+      firmwareVersion: attest.firmwareVersion,
+      pcrSelect,
+      pcrDigest,
+      hashAlg,
+      signatureAlg: signature.sigAlg,
+      notes,
+    },
+  };
+}
