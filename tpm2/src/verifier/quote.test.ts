@@ -1,0 +1,229 @@
+// verifyQuote on real quotes from a private swtpm: made with our Tpm commands (a storage primary, an
+// ECC P-256 AK from eccAttestationTemplate, Quote, PCR_Read), then each way a quote can fail.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { TPM_ALG, TPM_RH, TPM_SU } from '../constants.ts';
+import { Writer } from '../marshal.ts';
+import { openTransport } from '../open.ts';
+import { publicKeyObject, writeSignature } from '../structures.ts';
+import { eccAttestationTemplate, eccStorageTemplate } from '../templates.ts';
+import { type Swtpm, startSwtpm } from '../testing/swtpm.ts';
+import { type AttestResult, type CreateResult, Tpm } from '../tpm.ts';
+import { comparePcrs, type PcrBanks } from './pcr-policy.ts';
+import { type VerifyQuoteInput, verifyQuote } from './quote.ts';
+
+const PCRS = [0, 1, 2, 3, 4, 5, 6, 7, 10, 16];
+
+function bytesOf(write: (w: Writer) => void): Uint8Array {
+  const w = new Writer();
+  write(w);
+  return w.finish();
+}
+
+function withValue(pcrs: PcrBanks, bank: number, index: number, value: Uint8Array): PcrBanks {
+  const copy = new Map([...pcrs].map(([b, m]) => [b, new Map(m)]));
+  copy.get(bank)!.set(index, value);
+  return copy;
+}
+
+describe('comparePcrs', () => {
+  const a = new Uint8Array(32);
+  const b = new Uint8Array(32).fill(1);
+  test('equal values are ok; a changed, a missing PCR and a missing bank are listed per bank', () => {
+    const golden: PcrBanks = new Map([
+      [
+        TPM_ALG.SHA256,
+        new Map([
+          [0, a],
+          [7, a],
+          [9, a],
+        ]),
+      ],
+      [TPM_ALG.SHA1, new Map([[0, new Uint8Array(20)]])],
+    ]);
+    const same = comparePcrs(
+      new Map([
+        [
+          TPM_ALG.SHA256,
+          new Map([
+            [0, a],
+            [7, a],
+            [9, a],
+            [10, b],
+          ]),
+        ],
+        [TPM_ALG.SHA1, new Map([[0, new Uint8Array(20)]])],
+      ]),
+      golden,
+    );
+    assert.equal(same.ok, true);
+    assert.deepEqual(same.differences, []);
+    const actual: PcrBanks = new Map([
+      [
+        TPM_ALG.SHA256,
+        new Map([
+          [0, a],
+          [7, b],
+        ]),
+      ],
+    ]);
+    const result = comparePcrs(actual, golden);
+    assert.equal(result.ok, false);
+    assert.deepEqual(
+      result.byBank,
+      new Map([
+        [TPM_ALG.SHA256, [7, 9]],
+        [TPM_ALG.SHA1, [0]],
+      ]),
+    );
+    assert.deepEqual(result.differences[0], { bank: TPM_ALG.SHA256, index: 7, expected: a, actual: b });
+    assert.equal(result.differences[1]!.actual, undefined);
+  });
+});
+
+describe('verifyQuote on swtpm quotes', () => {
+  let swtpm: Swtpm;
+  let tpm: Tpm;
+  let srk = 0;
+  let ak: CreateResult;
+  let other: CreateResult;
+  let nonce: Uint8Array;
+  let quote: AttestResult;
+  let pcrs: PcrBanks;
+  let good: VerifyQuoteInput;
+
+  before(async () => {
+    swtpm = await startSwtpm();
+    tpm = new Tpm(openTransport(swtpm.address));
+    await tpm.startup(TPM_SU.CLEAR);
+    srk = (await tpm.createPrimary(TPM_RH.OWNER, eccStorageTemplate())).handle;
+    ak = await tpm.create(srk, eccAttestationTemplate());
+    other = await tpm.create(srk, eccAttestationTemplate());
+    nonce = await tpm.getRandom(32);
+    const selection = [{ hash: TPM_ALG.SHA256, pcrs: PCRS }];
+    quote = await tpm.withTransient(
+      tpm.load(srk, ak).then((l) => l.handle),
+      (handle) => tpm.quote(handle, nonce, selection),
+    );
+    pcrs = (await tpm.pcrRead(selection)).banks;
+    good = {
+      attest: quote.attestBytes,
+      signature: bytesOf((w) => writeSignature(w, quote.signature)),
+      akPublic: ak.publicBytes,
+      nonce,
+      pcrs,
+    };
+  });
+
+  after(async () => {
+    if (srk) await tpm?.flushContext(srk).catch(() => undefined);
+    await tpm?.close();
+    await swtpm?.stop();
+  });
+
+  test('a real quote verifies: AK as TPMT_PUBLIC bytes, parsed or KeyObject; signature as bytes or parsed', () => {
+    const result = verifyQuote(good);
+    assert.ok(result.ok, result.ok ? '' : result.reason);
+    assert.deepEqual(result.quote.pcrSelect, [{ hash: TPM_ALG.SHA256, pcrs: PCRS }]);
+    assert.equal(result.quote.hashAlg, TPM_ALG.SHA256);
+    assert.equal(result.quote.signatureAlg, TPM_ALG.ECDSA);
+    assert.deepEqual(result.quote.notes, []);
+    for (const variant of [
+      { akPublic: ak.publicArea },
+      { akPublic: publicKeyObject(ak.publicArea) },
+      { akPublic: bytesOf((w) => w.tpm2b(ak.publicBytes)) },
+      { signature: quote.signature },
+      { selection: [{ hash: TPM_ALG.SHA256, pcrs: PCRS }] },
+      { previous: { ...quote.attest.clockInfo } },
+    ]) {
+      const r = verifyQuote({ ...good, ...variant });
+      assert.ok(r.ok, r.ok ? '' : r.reason);
+    }
+  });
+
+  function expectFailure(input: Partial<VerifyQuoteInput>, code: string, pattern: RegExp): void {
+    const result = verifyQuote({ ...good, ...input });
+    assert.equal(result.ok, false);
+    if (result.ok) return;
+    assert.equal(result.code, code, result.reason);
+    assert.match(result.reason, pattern);
+  }
+
+  test('a flipped signature byte', () => {
+    const signature = Uint8Array.from(good.signature as Uint8Array);
+    signature[signature.length - 1]! ^= 1;
+    expectFailure({ signature }, 'signature', /does not verify/);
+  });
+
+  test('a flipped attest byte (the signature no longer covers it)', () => {
+    const attest = Uint8Array.from(quote.attestBytes);
+    attest[attest.length - 1]! ^= 1;
+    expectFailure({ attest }, 'signature', /does not verify/);
+  });
+
+  test('another nonce', () => {
+    expectFailure({ nonce: new Uint8Array(32) }, 'nonce', /stale/);
+  });
+
+  test('one changed PCR value', () => {
+    const changed = withValue(pcrs, TPM_ALG.SHA256, 7, new Uint8Array(32).fill(0xaa));
+    expectFailure({ pcrs: changed }, 'pcr-digest', /pcrDigest/);
+  });
+
+  test('a PCR claimed that the quote does not cover, or an expected selection it does not match', () => {
+    expectFailure(
+      { pcrs: withValue(pcrs, TPM_ALG.SHA256, 8, new Uint8Array(32)) },
+      'pcr-selection',
+      /covers/,
+    );
+    expectFailure({ selection: [{ hash: TPM_ALG.SHA256, pcrs: [0, 1] }] }, 'pcr-selection', /covers/);
+    const sha1 = new Map([[TPM_ALG.SHA1, new Map(PCRS.map((i) => [i, new Uint8Array(20)]))]]);
+    expectFailure({ pcrs: sha1 }, 'pcr-selection', /sha1/);
+  });
+
+  test('the wrong AK', () => {
+    expectFailure({ akPublic: other.publicBytes }, 'signature', /does not verify/);
+    expectFailure({ akPublic: new Uint8Array([1, 2, 3]) }, 'key', /AK/);
+  });
+
+  test('truncated, bad magic and garbage: reasons, never exceptions', () => {
+    expectFailure(
+      { attest: quote.attestBytes.subarray(0, quote.attestBytes.length - 5) },
+      'format',
+      /TPMS_ATTEST/,
+    );
+    expectFailure({ attest: quote.attestBytes.subarray(0, 3) }, 'format', /TPMS_ATTEST/);
+    const magic = Uint8Array.from(quote.attestBytes);
+    magic[0] = 0;
+    expectFailure({ attest: magic }, 'magic', /magic/);
+    const type = Uint8Array.from(quote.attestBytes);
+    type[5] = 0x17; // TPM_ST_ATTEST_CERTIFY
+    expectFailure({ attest: type }, 'type', /CERTIFY/);
+    expectFailure({ signature: new Uint8Array([0, 0x18, 0, 0x0b]) }, 'format', /TPMT_SIGNATURE/);
+    const trailing = new Uint8Array(quote.attestBytes.length + 1);
+    trailing.set(quote.attestBytes);
+    expectFailure({ attest: trailing }, 'format', /trailing/);
+  });
+
+  test('the clock going backwards without a reset or restart', () => {
+    const { clock, resetCount, restartCount } = quote.attest.clockInfo;
+    expectFailure(
+      { previous: { clock: clock + 1000n, resetCount, restartCount } },
+      'clock',
+      /clock went back/,
+    );
+    expectFailure({ previous: { clock, resetCount: resetCount + 1, restartCount } }, 'clock', /resetCount/);
+    expectFailure(
+      { previous: { clock, resetCount, restartCount: restartCount + 1 } },
+      'clock',
+      /restartCount/,
+    );
+    // An earlier clock is fine after a reset.
+    const earlier = verifyQuote({
+      ...good,
+      previous: { clock: clock + 1000n, resetCount: Math.max(0, resetCount - 1), restartCount },
+    });
+    assert.equal(earlier.ok, resetCount > 0);
+  });
+});
