@@ -322,3 +322,31 @@ export function handleName(handle: number): string {
   }
   return `0x${(handle >>> 0).toString(16).padStart(8, '0')}`;
 }
+
+/** TPM_SE: the kinds of session StartAuthSession starts. */
+export const TPM_SE = { HMAC: 0x00, POLICY: 0x01, TRIAL: 0x03 } as const;
+
+/** TPMA_NV: NV index attribute bits (Part 2 §13.4); TPM_NT is bits 4-7. */
+export const TPMA_NV = {
+  PPWRITE: 1 << 0,
+  OWNERWRITE: 1 << 1,
+  AUTHWRITE: 1 << 2,
+  POLICYWRITE: 1 << 3,
+  POLICY_DELETE: 1 << 10,
+  WRITELOCKED: 1 << 11,
+  WRITEALL: 1 << 12,
+  WRITEDEFINE: 1 << 13,
+  WRITE_STCLEAR: 1 << 14,
+  GLOBALLOCK: 1 << 15,
+  PPREAD: 1 << 16,
+  OWNERREAD: 1 << 17,
+  AUTHREAD: 1 << 18,
+  POLICYREAD: 1 << 19,
+  NO_DA: 1 << 25,
+  ORDERLY: 1 << 26,
+  CLEAR_STCLEAR: 1 << 27,
+  READLOCKED: 1 << 28,
+  WRITTEN: 1 << 29,
+  PLATFORMCREATE: 1 << 30,
+  READ_STCLEAR: 2 ** 31,
+} as const;

@@ -12,8 +12,10 @@ export {
   TPM_HT,
   TPM_PT,
   TPM_RH,
+  TPM_SE,
   TPM_ST,
   TPM_SU,
+  TPMA_NV,
   TPMA_OBJECT,
   TPMA_SESSION,
 } from './constants.ts';
@@ -31,6 +33,7 @@ export {
 export {
   type AuthCommand,
   type AuthResponse,
+  AuthSession,
   type CommandContext,
   passwordSession,
   type Session,
@@ -47,11 +50,13 @@ export {
   MAX_DATA_SIZE,
   NO_SYMMETRIC,
   NULL_SCHEME,
+  type NvPublic,
   type PcrSelection,
   type PublicArea,
   publicKeyObject,
   type RsaPublic,
   readAttest,
+  readNvPublic,
   readPcrSelections,
   readPublicArea,
   readSignature,
@@ -60,19 +65,24 @@ export {
   type SymCipherPublic,
   type SymmetricDefinition,
   TPM_GENERATED_VALUE,
+  writeNvPublic,
   writePcrSelections,
   writePublicArea,
   writeSignature,
 } from './structures.ts';
 export {
+  EK_POLICY_SHA256,
   eccAttestationTemplate,
+  eccEkTemplate,
   eccExternalPublic,
   eccSigningTemplate,
   eccStorageTemplate,
+  rsaEkTemplate,
   rsaSigningTemplate,
   rsaStorageTemplate,
   UMBRA_PERSISTENT,
 } from './templates.ts';
+export type { NvReadOptions, NvReadPublicResult, PolicySecretResult } from './tpm.ts';
 export {
   type AttestResult,
   type CapabilityResult,

@@ -533,3 +533,29 @@ export function readAttest(r: Reader): Attest {
   }
   return { magic, qualifiedSigner, extraData, clockInfo, firmwareVersion, attested };
 }
+
+// ---------------------------------------------------------------------------------------------------
+// TPMS_NV_PUBLIC (Part 2 §13.5): an NV index's public area; its Name is nameAlg ‖ H(these bytes)
+
+export interface NvPublic {
+  readonly nvIndex: number;
+  readonly nameAlg: number;
+  /** TPMA_NV bits. */
+  readonly attributes: number;
+  readonly authPolicy: Uint8Array;
+  readonly dataSize: number;
+}
+
+export function readNvPublic(r: Reader): NvPublic {
+  return {
+    nvIndex: r.u32('nvIndex'),
+    nameAlg: r.u16('nameAlg'),
+    attributes: r.u32('attributes'),
+    authPolicy: r.tpm2b('authPolicy', MAX_DIGEST_SIZE),
+    dataSize: r.u16('dataSize'),
+  };
+}
+
+export function writeNvPublic(w: Writer, p: NvPublic): void {
+  w.u32(p.nvIndex).u16(p.nameAlg).u32(p.attributes).tpm2b(p.authPolicy).u16(p.dataSize);
+}

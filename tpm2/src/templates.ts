@@ -121,3 +121,44 @@ export const UMBRA_PERSISTENT = {
   /** The gateway identity key (eccSigningTemplate('P-256')): link channel-binding signatures. */
   IDENTITY_KEY: 0x81000003,
 } as const;
+
+/**
+ * The TCG EK Credential Profile's authPolicy for the low-range EK templates: PolicySecret(TPM_RH_ENDORSEMENT)
+ * with SHA-256. Using the EK takes a policy session that ran PolicySecret with endorsement authorization.
+ */
+export const EK_POLICY_SHA256 = new Uint8Array(
+  Buffer.from('837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa', 'hex'),
+);
+
+/** fixedTPM, fixedParent, sensitiveDataOrigin, adminWithPolicy, restricted, decrypt (0x000300b2). */
+const EK_ATTRIBUTES =
+  TPMA_OBJECT.fixedTPM |
+  TPMA_OBJECT.fixedParent |
+  TPMA_OBJECT.sensitiveDataOrigin |
+  TPMA_OBJECT.adminWithPolicy |
+  TPMA_OBJECT.restricted |
+  TPMA_OBJECT.decrypt;
+
+/** The TCG default EK template L-1: RSA-2048, AES-128-CFB, unique 256 zero bytes (EK profile §B.3.3). */
+export function rsaEkTemplate(): RsaPublic {
+  return {
+    type: TPM_ALG.RSA,
+    nameAlg: TPM_ALG.SHA256,
+    objectAttributes: EK_ATTRIBUTES,
+    authPolicy: EK_POLICY_SHA256,
+    parameters: { symmetric: AES_128_CFB, scheme: NULL_SCHEME, keyBits: 2048, exponent: 0 },
+    unique: new Uint8Array(256),
+  };
+}
+
+/** The TCG default EK template L-2: ECC NIST P-256, AES-128-CFB, unique x and y 32 zero bytes each. */
+export function eccEkTemplate(): EccPublic {
+  return {
+    type: TPM_ALG.ECC,
+    nameAlg: TPM_ALG.SHA256,
+    objectAttributes: EK_ATTRIBUTES,
+    authPolicy: EK_POLICY_SHA256,
+    parameters: { symmetric: AES_128_CFB, scheme: NULL_SCHEME, curveId: TPM_ECC.NIST_P256, kdf: NULL_SCHEME },
+    unique: { x: new Uint8Array(32), y: new Uint8Array(32) },
+  };
+}

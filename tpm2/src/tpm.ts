@@ -3,6 +3,7 @@
 // TpmFormatError naming the command, and a response code other than success is a TpmError naming the
 // command, the handle, parameter or session, and what the code means.
 
+import { randomBytes } from 'node:crypto';
 import {
   commandName,
   HEADER_SIZE,
@@ -11,21 +12,31 @@ import {
   TPM_CAP,
   TPM_CC,
   TPM_HT,
+  TPM_PT,
   TPM_RH,
+  TPM_SE,
   TPM_ST,
   TPM_SU,
 } from './constants.ts';
-import { MAX_DIGEST_SIZE } from './hash.ts';
+import { digestSize, MAX_DIGEST_SIZE } from './hash.ts';
 import { Reader, TpmFormatError, Writer } from './marshal.ts';
-import { computeName } from './name.ts';
+import { computeName, handleNameBytes } from './name.ts';
 import { TPM_RC, TpmError } from './response-code.ts';
-import { type AuthResponse, type CommandContext, passwordSession, type Session } from './session.ts';
+import {
+  type AuthResponse,
+  AuthSession,
+  type CommandContext,
+  passwordSession,
+  type Session,
+} from './session.ts';
 import {
   type Attest,
   MAX_DATA_SIZE,
+  type NvPublic,
   type PcrSelection,
   type PublicArea,
   readAttest,
+  readNvPublic,
   readPcrSelections,
   readPublicArea,
   readSignature,
@@ -46,6 +57,8 @@ export interface CommandRequest<T> {
   readonly code: number;
   readonly handles?: readonly number[];
   readonly sessions?: readonly Session[];
+  /** The handles' Names for cpHash; read from the TPM when a session needs them and they are absent. */
+  readonly names?: readonly Uint8Array[];
   readonly parameters?: (w: Writer) => void;
   /** How many handles the response carries before its parameters (CreatePrimary, Load: 1). */
   readonly responseHandles?: number;
@@ -102,6 +115,27 @@ export interface CreatePrimaryOptions {
   readonly creationPcrs?: readonly PcrSelection[];
 }
 
+export interface NvReadPublicResult {
+  readonly nvPublic: NvPublic;
+  /** The TPMS_NV_PUBLIC bytes the Name is computed over. */
+  readonly nvPublicBytes: Uint8Array;
+  readonly name: Uint8Array;
+}
+
+export interface NvReadOptions {
+  /** Who authorizes the read: the index itself (the default), TPM_RH.OWNER or PLATFORM. */
+  readonly authHandle?: number;
+  readonly auth?: Session;
+  readonly offset?: number;
+  /** How many bytes; by default the rest of the index from `offset`. */
+  readonly size?: number;
+}
+
+export interface PolicySecretResult {
+  readonly timeout: Uint8Array;
+  readonly ticket: Ticket;
+}
+
 export interface CapabilityResult<T> {
   readonly moreData: boolean;
   readonly values: T[];
@@ -144,7 +178,12 @@ export class Tpm {
     const parameters = new Writer();
     request.parameters?.(parameters);
     const parameterBytes = parameters.finish();
-    const context: CommandContext = { code, handles, parameters: parameterBytes };
+    const names =
+      request.names ??
+      (sessions.some((s) => s.needsNames)
+        ? await Promise.all(handles.map((h) => this.nameOf(h)))
+        : undefined);
+    const context: CommandContext = { code, handles, parameters: parameterBytes, ...(names && { names }) };
 
     const w = new Writer();
     w.u16(sessions.length > 0 ? TPM_ST.SESSIONS : TPM_ST.NO_SESSIONS)
@@ -542,6 +581,192 @@ export class Tpm {
           r.fail(`validation.tag is ${nameOf(TPM_ST, ticket.tag)}, not VERIFIED`);
         return ticket;
       },
+    });
+  }
+
+  /**
+   * The Name of an entity: for an object or NV index read from the TPM (ReadPublic, NV_ReadPublic, both
+   * checked against the public area), otherwise the handle itself.
+   */
+  async nameOf(handle: number): Promise<Uint8Array> {
+    const type = handle >>> 24;
+    if (type === TPM_HT.TRANSIENT || type === TPM_HT.PERSISTENT) return (await this.readPublic(handle)).name;
+    if (type === TPM_HT.NV_INDEX) return (await this.nvReadPublic(handle)).name;
+    return handleNameBytes(handle);
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // NV
+
+  /** TPM2_NV_ReadPublic: an NV index's TPMS_NV_PUBLIC and Name (checked: nameAlg ‖ H(TPMS_NV_PUBLIC)). */
+  nvReadPublic(nvIndex: number): Promise<NvReadPublicResult> {
+    return this.execute({
+      code: TPM_CC.NV_ReadPublic,
+      handles: [nvIndex],
+      decode: (r) => {
+        const { value: nvPublic, bytes: nvPublicBytes } = r.sized16WithBytes('nvPublic', readNvPublic);
+        const name = r.tpm2b('nvName', MAX_NAME_SIZE);
+        if (nvPublic.nvIndex !== nvIndex)
+          r.fail(`nvPublic.nvIndex 0x${nvPublic.nvIndex.toString(16)} is not the index asked for`);
+        if (Buffer.compare(computeName(nvPublic.nameAlg, nvPublicBytes), name) !== 0)
+          r.fail('nvName does not match nvPublic');
+        return { nvPublic, nvPublicBytes, name };
+      },
+    });
+  }
+
+  /**
+   * TPM2_NV_Read of `size` bytes from `offset` (by default the whole index), in pieces of at most
+   * TPM_PT.NV_BUFFER_MAX. The index authorizes itself with the empty password unless told otherwise.
+   */
+  async nvRead(nvIndex: number, options: NvReadOptions = {}): Promise<Uint8Array> {
+    const offset = options.offset ?? 0;
+    const size = options.size ?? (await this.nvReadPublic(nvIndex)).nvPublic.dataSize - offset;
+    if (!Number.isInteger(size) || size < 0 || offset < 0 || offset + size > 0xffff)
+      throw new RangeError(`nvRead(0x${nvIndex.toString(16)}): offset ${offset}, size ${size}`);
+    const { values } = await this.getCapability(TPM_CAP.TPM_PROPERTIES, TPM_PT.NV_BUFFER_MAX, 1);
+    const chunk = values.find((v) => v.property === TPM_PT.NV_BUFFER_MAX)?.value ?? 512;
+    if (chunk < 1) throw new TpmFormatError(`TPM_PT_NV_BUFFER_MAX is ${chunk}`);
+    const out = new Uint8Array(size);
+    for (let done = 0; done < size; ) {
+      const want = Math.min(chunk, size - done);
+      const at = offset + done;
+      const data = await this.execute({
+        code: TPM_CC.NV_Read,
+        handles: [options.authHandle ?? nvIndex, nvIndex],
+        sessions: [options.auth ?? passwordSession()],
+        parameters: (w) => w.u16(want).u16(at),
+        decode: (r) => r.tpm2b('data', want),
+      });
+      if (data.length !== want)
+        throw new TpmFormatError(`TPM2_NV_Read response: ${data.length} bytes for a request of ${want}`);
+      out.set(data, done);
+      done += want;
+    }
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Sessions and policies
+
+  /**
+   * TPM2_StartAuthSession: an unsalted, unbound HMAC or policy session (TPM_SE), no parameter
+   * encryption (symmetric NULL). It stays loaded until flushed: use withSession.
+   */
+  startAuthSession(type: number = TPM_SE.POLICY, authHash: number = TPM_ALG.SHA256): Promise<AuthSession> {
+    const nonceCaller = new Uint8Array(randomBytes(digestSize(authHash)));
+    return this.execute({
+      code: TPM_CC.StartAuthSession,
+      handles: [TPM_RH.NULL, TPM_RH.NULL],
+      parameters: (w) => {
+        w.tpm2b(nonceCaller);
+        w.tpm2b(EMPTY); // encryptedSalt
+        w.u8(type);
+        w.u16(TPM_ALG.NULL); // TPMT_SYM_DEF symmetric
+        w.u16(authHash);
+      },
+      responseHandles: 1,
+      decode: (r, [handle]) => {
+        const nonceTpm = r.tpm2b('nonceTPM', MAX_DIGEST_SIZE);
+        if (nonceTpm.length !== digestSize(authHash)) r.fail(`nonceTPM is ${nonceTpm.length} bytes`);
+        const expectedType = type === TPM_SE.HMAC ? TPM_HT.HMAC_SESSION : TPM_HT.POLICY_SESSION;
+        if (handle! >>> 24 !== expectedType)
+          r.fail(`session handle 0x${handle!.toString(16)} is of the wrong type`);
+        return new AuthSession(handle!, type, authHash, nonceTpm);
+      },
+    });
+  }
+
+  /** Starts a session, runs `fn` with it, and flushes it whether `fn` returned or threw. */
+  async withSession<T>(
+    type: number,
+    fn: (session: AuthSession) => Promise<T>,
+    authHash: number = TPM_ALG.SHA256,
+  ): Promise<T> {
+    const session = await this.startAuthSession(type, authHash);
+    return this.withTransient(session.handle, () => fn(session));
+  }
+
+  /**
+   * TPM2_PolicySecret: extends the policy session's digest with `authHandle`'s Name, proving knowledge
+   * of its authorization (`auth`, the empty password by default), e.g. TPM_RH.ENDORSEMENT for the EK.
+   * No expiration and no nonce: the policy holds for the session's life.
+   */
+  policySecret(
+    authHandle: number,
+    session: AuthSession,
+    auth: Session = passwordSession(),
+    policyRef: Uint8Array = EMPTY,
+  ): Promise<PolicySecretResult> {
+    return this.execute({
+      code: TPM_CC.PolicySecret,
+      handles: [authHandle, session.handle],
+      sessions: [auth],
+      parameters: (w) => {
+        w.tpm2b(EMPTY); // nonceTPM
+        w.tpm2b(EMPTY); // cpHashA
+        w.tpm2b(policyRef);
+        w.u32(0); // expiration
+      },
+      decode: (r) => ({ timeout: r.tpm2b('timeout'), ticket: readTicket(r, 'policyTicket') }),
+    });
+  }
+
+  /** TPM2_PolicyPCR: the session's policy holds only with these PCR values (`pcrDigest` empty: as they are now). */
+  policyPcr(
+    session: AuthSession,
+    pcrs: readonly PcrSelection[],
+    pcrDigest: Uint8Array = EMPTY,
+  ): Promise<void> {
+    return this.execute({
+      code: TPM_CC.PolicyPCR,
+      handles: [session.handle],
+      parameters: (w) => {
+        w.tpm2b(pcrDigest);
+        writePcrSelections(w, pcrs);
+      },
+      decode: () => undefined,
+    });
+  }
+
+  /** TPM2_PolicyAuthValue: the object's authValue is needed too, so the session HMACs with it. */
+  async policyAuthValue(session: AuthSession): Promise<void> {
+    await this.execute({ code: TPM_CC.PolicyAuthValue, handles: [session.handle], decode: () => undefined });
+    session.authValueNeeded = true;
+  }
+
+  /** TPM2_PolicyGetDigest: the session's policyDigest so far. */
+  policyGetDigest(session: AuthSession): Promise<Uint8Array> {
+    return this.execute({
+      code: TPM_CC.PolicyGetDigest,
+      handles: [session.handle],
+      decode: (r) => r.tpm2b('policyDigest', MAX_DIGEST_SIZE),
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Credentials
+
+  /**
+   * TPM2_ActivateCredential: `keyHandle` (the EK) decrypts the seed in `secret` and releases the
+   * credential in `credentialBlob` if it was made for `activateHandle`'s Name (the AK). Both are
+   * TPM2B as MakeCredential produced them (size fields included). The AK is authorized in the ADMIN
+   * role, the EK in the USER role (for a TCG EK: a policy session that ran PolicySecret(ENDORSEMENT)).
+   */
+  activateCredential(
+    activateHandle: number,
+    keyHandle: number,
+    credentialBlob: Uint8Array,
+    secret: Uint8Array,
+    activateAuth: Session,
+    keyAuth: Session,
+  ): Promise<Uint8Array> {
+    return this.execute({
+      code: TPM_CC.ActivateCredential,
+      handles: [activateHandle, keyHandle],
+      sessions: [activateAuth, keyAuth],
+      parameters: (w) => w.bytes(credentialBlob).bytes(secret),
+      decode: (r) => r.tpm2b('certInfo', MAX_DIGEST_SIZE),
     });
   }
 
