@@ -1,8 +1,13 @@
 // verifyQuote on real quotes from a private swtpm: made with our Tpm commands (a storage primary, an
-// ECC P-256 AK from eccAttestationTemplate, Quote, PCR_Read), then each way a quote can fail.
+// ECC P-256 AK from eccAttestationTemplate, Quote, PCR_Read) and with tpm2-tools (tpm2_createek,
+// tpm2_createak, tpm2_quote: ECDSA, RSASSA and RSAPSS AKs), then each way a quote can fail.
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { TPM_ALG, TPM_RH, TPM_SU } from '../constants.ts';
 import { Writer } from '../marshal.ts';
 import { openTransport } from '../open.ts';
@@ -13,6 +18,7 @@ import { type AttestResult, type CreateResult, Tpm } from '../tpm.ts';
 import { comparePcrs, type PcrBanks } from './pcr-policy.ts';
 import { type VerifyQuoteInput, verifyQuote } from './quote.ts';
 
+const run = promisify(execFile);
 const PCRS = [0, 1, 2, 3, 4, 5, 6, 7, 10, 16];
 
 function bytesOf(write: (w: Writer) => void): Uint8Array {
@@ -226,4 +232,113 @@ describe('verifyQuote on swtpm quotes', () => {
     });
     assert.equal(earlier.ok, resetCount > 0);
   });
+});
+
+/**
+ * tpm2_quote -o (tpm2-tools 5.4): the same "serialized" form as tpm2_pcrread -F serialized, the tss2 C
+ * structures in host (little-endian) order: TPML_PCR_SELECTION (u32 count, 16 slots of 8 bytes: hash
+ * u16, sizeofSelect u8, pcrSelect[4], padding), a u32 count of TPML_DIGESTs, each a u32 count and 8
+ * slots of TPM2B_DIGEST (u16 size, 64 bytes). The digests follow the selection, index ascending.
+ */
+function fromToolsPcrFile(file: Buffer): PcrBanks {
+  const selections: { hash: number; pcrs: number[] }[] = [];
+  const count = file.readUInt32LE(0);
+  for (let i = 0; i < count; i++) {
+    const at = 4 + i * 8;
+    const hash = file.readUInt16LE(at);
+    const size = file.readUInt8(at + 2);
+    const pcrs: number[] = [];
+    for (let pcr = 0; pcr < size * 8; pcr++)
+      if (file[at + 3 + (pcr >> 3)]! & (1 << (pcr & 7))) pcrs.push(pcr);
+    selections.push({ hash, pcrs });
+  }
+  const digests: Uint8Array[] = [];
+  const lists = file.readUInt32LE(132);
+  for (let l = 0; l < lists; l++) {
+    const at = 136 + l * 532;
+    const n = file.readUInt32LE(at);
+    for (let i = 0; i < n; i++) {
+      const slot = at + 4 + i * 66;
+      digests.push(new Uint8Array(file.subarray(slot + 2, slot + 2 + file.readUInt16LE(slot))));
+    }
+  }
+  const banks = new Map<number, Map<number, Uint8Array>>();
+  for (const { hash, pcrs } of selections) {
+    const bank = banks.get(hash) ?? new Map<number, Uint8Array>();
+    for (const pcr of pcrs) bank.set(pcr, digests.shift()!);
+    banks.set(hash, bank);
+  }
+  assert.equal(digests.length, 0);
+  return banks;
+}
+
+describe('verifyQuote on tpm2_quote output', () => {
+  let swtpm: Swtpm;
+  let env: NodeJS.ProcessEnv;
+
+  before(async () => {
+    swtpm = await startSwtpm({ pcrBanks: ['sha1', 'sha256'] });
+    env = { ...process.env, TPM2TOOLS_TCTI: swtpm.tcti };
+    await run('tpm2_startup', ['-c'], { env });
+  });
+
+  after(async () => {
+    await swtpm?.stop();
+  });
+
+  /** Runs a tpm2-tools command, then flushes what it left: swtpm has no resource manager. */
+  async function tools(...args: string[]): Promise<void> {
+    try {
+      await run(args[0]!, args.slice(1), { env });
+    } finally {
+      for (const kind of ['-t', '-l', '-s']) await run('tpm2_flushcontext', [kind], { env });
+    }
+  }
+
+  for (const [keyAlg, scheme, sigAlg] of [
+    ['ecc', 'ecdsa', TPM_ALG.ECDSA],
+    ['rsa', 'rsassa', TPM_ALG.RSASSA],
+    ['rsa', 'rsapss', TPM_ALG.RSAPSS],
+  ] as const) {
+    test(`tpm2_createak -G ${keyAlg} -s ${scheme}, tpm2_quote: -m, -s, -o and -u verify; another nonce does not`, async () => {
+      const f = (name: string) => join(swtpm.dir, `${scheme}-${name}`);
+      await tools('tpm2_createek', '-c', f('ek.ctx'), '-G', keyAlg, '-u', f('ek.pub'));
+      await tools(
+        'tpm2_createak',
+        ...['-C', f('ek.ctx'), '-c', f('ak.ctx'), '-G', keyAlg, '-g', 'sha256', '-s', scheme],
+        ...['-u', f('ak.pub')],
+      );
+      const nonce = new Uint8Array(Buffer.from(`umbra-${scheme}-nonce`));
+      await tools(
+        'tpm2_quote',
+        ...['-c', f('ak.ctx'), '-l', 'sha256:0,1,2,3,10+sha1:0,7', '-q', Buffer.from(nonce).toString('hex')],
+        ...['-m', f('msg'), '-s', f('sig'), '-o', f('pcrs'), '-g', 'sha256', '--scheme', scheme],
+      );
+      const input: VerifyQuoteInput = {
+        attest: new Uint8Array(readFileSync(f('msg'))),
+        signature: new Uint8Array(readFileSync(f('sig'))),
+        akPublic: new Uint8Array(readFileSync(f('ak.pub'))),
+        nonce,
+        pcrs: fromToolsPcrFile(readFileSync(f('pcrs'))),
+      };
+      assert.deepEqual(
+        [...input.pcrs].map(([bank, values]) => [bank, [...values.keys()]]),
+        [
+          [TPM_ALG.SHA256, [0, 1, 2, 3, 10]],
+          [TPM_ALG.SHA1, [0, 7]],
+        ],
+      );
+      const result = verifyQuote(input);
+      assert.ok(result.ok, result.ok ? '' : result.reason);
+      assert.equal(result.quote.signatureAlg, sigAlg);
+      assert.equal(result.quote.hashAlg, TPM_ALG.SHA256);
+      const stale = verifyQuote({ ...input, nonce: new Uint8Array(nonce.length) });
+      assert.equal(stale.ok ? 'ok' : stale.code, 'nonce');
+      const changed = verifyQuote({
+        ...input,
+        pcrs: withValue(input.pcrs, TPM_ALG.SHA1, 7, new Uint8Array(20).fill(1)),
+      });
+      assert.equal(changed.ok ? 'ok' : changed.code, 'pcr-digest');
+    });
+  }
 });
