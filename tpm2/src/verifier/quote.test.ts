@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHash, generateKeyPairSync, sign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -11,7 +12,7 @@ import { promisify } from 'node:util';
 import { TPM_ALG, TPM_RH, TPM_SU } from '../constants.ts';
 import { Writer } from '../marshal.ts';
 import { openTransport } from '../open.ts';
-import { publicKeyObject, writeSignature } from '../structures.ts';
+import { publicKeyObject, TPM_GENERATED_VALUE, writePcrSelections, writeSignature } from '../structures.ts';
 import { eccAttestationTemplate, eccStorageTemplate } from '../templates.ts';
 import { type Swtpm, startSwtpm } from '../testing/swtpm.ts';
 import { type AttestResult, type CreateResult, Tpm } from '../tpm.ts';
@@ -86,6 +87,41 @@ describe('comparePcrs', () => {
     assert.deepEqual(result.differences[0], { bank: TPM_ALG.SHA256, index: 7, expected: a, actual: b });
     assert.equal(result.differences[1]!.actual, undefined);
   });
+});
+
+test('an ECDSA P-384 / SHA-384 quote built here: clockInfo.safe = NO is a note, not a failure', () => {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const nonce = new Uint8Array(16).fill(9);
+  const value = new Uint8Array(48).fill(3);
+  const pcrs: PcrBanks = new Map([
+    [
+      TPM_ALG.SHA384,
+      new Map([
+        [0, value],
+        [17, value],
+      ]),
+    ],
+  ]);
+  const attest = bytesOf((w) => {
+    w.u32(TPM_GENERATED_VALUE).u16(0x8018).tpm2b(new Uint8Array(34)).tpm2b(nonce);
+    w.u64(5000n).u32(3).u32(1).u8(0).u64(0n);
+    writePcrSelections(w, [{ hash: TPM_ALG.SHA384, pcrs: [0, 17] }]);
+    w.tpm2b(createHash('sha384').update(value).update(value).digest());
+  });
+  const p1363 = sign('sha384', attest, { key: privateKey, dsaEncoding: 'ieee-p1363' });
+  const signature = {
+    sigAlg: TPM_ALG.ECDSA,
+    hash: TPM_ALG.SHA384,
+    r: new Uint8Array(p1363.subarray(0, 48)),
+    s: new Uint8Array(p1363.subarray(48)),
+  } as const;
+  const input: VerifyQuoteInput = { attest, signature, akPublic: publicKey, nonce, pcrs };
+  const result = verifyQuote({ ...input, previous: { clock: 9000n, resetCount: 2, restartCount: 7 } });
+  assert.ok(result.ok, result.ok ? '' : result.reason);
+  assert.equal(result.quote.clockInfo.safe, false);
+  assert.match(result.quote.notes.join(), /safe is NO/);
+  const sha256 = verifyQuote({ ...input, signature: { ...signature, hash: TPM_ALG.SHA256 } });
+  assert.equal(sha256.ok ? 'ok' : sha256.code, 'signature');
 });
 
 describe('verifyQuote on swtpm quotes', () => {
