@@ -416,12 +416,7 @@ export class Tpm {
       code: TPM_CC.CreatePrimary,
       handles: [hierarchy],
       sessions: [options.hierarchyAuth ?? passwordSession()],
-      parameters: (w) => {
-        w.sized16((s) => s.tpm2b(options.userAuth ?? EMPTY).tpm2b(EMPTY));
-        w.sized16((p) => writePublicArea(p, template));
-        w.tpm2b(options.outsideInfo ?? EMPTY);
-        writePcrSelections(w, options.creationPcrs ?? []);
-      },
+      parameters: (w) => writeCreationParameters(w, template, options),
       responseHandles: 1,
       decode: (r, [handle]) => {
         const { publicArea, publicBytes } = readPublicWithBytes(r, 'outPublic');
@@ -476,12 +471,7 @@ export class Tpm {
       code: TPM_CC.Create,
       handles: [parentHandle],
       sessions: [options.hierarchyAuth ?? passwordSession()],
-      parameters: (w) => {
-        w.sized16((s) => s.tpm2b(options.userAuth ?? EMPTY).tpm2b(EMPTY));
-        w.sized16((p) => writePublicArea(p, template));
-        w.tpm2b(options.outsideInfo ?? EMPTY);
-        writePcrSelections(w, options.creationPcrs ?? []);
-      },
+      parameters: (w) => writeCreationParameters(w, template, options),
       decode: (r) => {
         const priv = r.tpm2b('outPrivate');
         if (priv.length === 0) r.fail('outPrivate is empty');
@@ -952,4 +942,12 @@ function readCapabilityData(r: Reader, capability: number): unknown[] {
     default:
       return r.fail(`capability ${capability} is not one this library reads`);
   }
+}
+
+/** inSensitive, inPublic, outsideInfo and creationPCR: the parameters CreatePrimary and Create share. */
+function writeCreationParameters(w: Writer, template: PublicArea, options: CreatePrimaryOptions): void {
+  w.sized16((s) => s.tpm2b(options.userAuth ?? EMPTY).tpm2b(EMPTY));
+  w.sized16((p) => writePublicArea(p, template));
+  w.tpm2b(options.outsideInfo ?? EMPTY);
+  writePcrSelections(w, options.creationPcrs ?? []);
 }

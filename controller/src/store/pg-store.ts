@@ -603,15 +603,7 @@ export class PgStore implements Store {
       );
       const row = await gatewayRow(q, name);
       if (!row) throw notFound('name', `no gateway named "${name}"`);
-      if (changed.rowCount === 1)
-        await insertAudit(
-          q,
-          checkAuditEntry(
-            { at: now, actor, action: 'gateway.revoke', subject: name, details: { gateway: name } },
-            '',
-            now,
-          ),
-        );
+      if (changed.rowCount === 1) await audit(q, now, actor, 'gateway.revoke', name, { gateway: name });
       return gatewayFromRow(row);
     });
   }

@@ -625,13 +625,7 @@ export class SqliteStore implements Store {
       if (!row) throw notFound('name', `no gateway named "${name}"`);
       if (row.status !== 'revoked') {
         this.#run("UPDATE gateways SET status = 'revoked' WHERE id = ?", [row.id]);
-        this.#insertAudit(
-          checkAuditEntry(
-            { at: now, actor, action: 'gateway.revoke', subject: name, details: { gateway: name } },
-            '',
-            now,
-          ),
-        );
+        this.#audit(now, actor, 'gateway.revoke', name, { gateway: name });
       }
       return gatewayFromRow(this.#gatewayRow(name)!);
     });
