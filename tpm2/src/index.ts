@@ -24,12 +24,33 @@ export { Reader, TpmFormatError, Writer } from './marshal.ts';
 export { computeName, handleNameBytes } from './name.ts';
 export { openTransport } from './open.ts';
 export {
+  type PcrValueBanks,
+  PolicyDigest,
+  pcrValuesDigest,
+} from './policy-digest.ts';
+export {
   decodeResponseCode,
   type ResponseCode,
   type ResponseCodeKind,
   TPM_RC,
   TpmError,
 } from './response-code.ts';
+export {
+  decodeSealedBlob,
+  describeSelection,
+  encodeSealedBlob,
+  SEALED_BLOB_MAGIC,
+  SEALED_BLOB_VERSION,
+  type SealedBlob,
+  SealedBlobFormatError,
+  SealedByOtherTpmError,
+  type SealedEnvelope,
+  SealedToOtherBootStateError,
+  type SealOptions,
+  type SealSelection,
+  sealToPcrs,
+  unsealWithPcrs,
+} from './seal.ts';
 export {
   type AuthCommand,
   type AuthResponse,
@@ -38,6 +59,7 @@ export {
   passwordSession,
   type Session,
 } from './session.ts';
+export { type EnsureStorageKeyOptions, ensureStorageKey } from './storage-key.ts';
 export {
   AES_128_CFB,
   type Attest,
@@ -92,6 +114,7 @@ export {
   type CreateResult,
   type LoadedPublic,
   type LoadResult,
+  MAX_SYM_DATA,
   type PcrValues,
   type ReadPublicResult,
   readPublicWithBytes,

@@ -111,6 +111,8 @@ export interface CreatePrimaryOptions {
   readonly hierarchyAuth?: Session;
   /** The new key's authValue. */
   readonly userAuth?: Uint8Array;
+  /** TPM2B_SENSITIVE_CREATE.data: the secret a KEYEDHASH sealed object holds (at most 128 bytes). */
+  readonly sensitiveData?: Uint8Array;
   readonly outsideInfo?: Uint8Array;
   readonly creationPcrs?: readonly PcrSelection[];
 }
@@ -159,6 +161,8 @@ const FLUSHABLE: ReadonlySet<number> = new Set([
 /** TPML_DIGEST in a PCR_Read response holds at most 8 digests. */
 const MAX_PCR_DIGESTS = 8;
 const MAX_NAME_SIZE = 2 + MAX_DIGEST_SIZE;
+/** MAX_SYM_DATA: what a sealed object holds at most (Part 2 §10.4.3, 128 on every TPM). */
+export const MAX_SYM_DATA = 128;
 
 export class Tpm {
   readonly transport: Transport;
@@ -725,12 +729,46 @@ export class Tpm {
     session.authValueNeeded = true;
   }
 
+  /**
+   * TPM2_PolicyOR: if the session's digest is one of `branches` (2 to 8 digests), it becomes
+   * H(0…0 ‖ TPM_CC_PolicyOR ‖ branches); otherwise TPM_RC_VALUE.
+   */
+  policyOr(session: AuthSession, branches: readonly Uint8Array[]): Promise<void> {
+    if (branches.length < 2 || branches.length > 8)
+      throw new RangeError(`policyOr: ${branches.length} branches; TPM2_PolicyOR takes 2 to 8`);
+    return this.execute({
+      code: TPM_CC.PolicyOR,
+      handles: [session.handle],
+      parameters: (w) => {
+        w.u32(branches.length);
+        for (const digest of branches) w.tpm2b(digest);
+      },
+      decode: () => undefined,
+    });
+  }
+
   /** TPM2_PolicyGetDigest: the session's policyDigest so far. */
   policyGetDigest(session: AuthSession): Promise<Uint8Array> {
     return this.execute({
       code: TPM_CC.PolicyGetDigest,
       handles: [session.handle],
       decode: (r) => r.tpm2b('policyDigest', MAX_DIGEST_SIZE),
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Sealed data
+
+  /**
+   * TPM2_Unseal: the data of a loaded KEYEDHASH object (USER role). A sealed object without
+   * userWithAuth needs a policy session that satisfied its authPolicy.
+   */
+  unseal(itemHandle: number, session: Session = passwordSession()): Promise<Uint8Array> {
+    return this.execute({
+      code: TPM_CC.Unseal,
+      handles: [itemHandle],
+      sessions: [session],
+      decode: (r) => r.tpm2b('outData', MAX_SYM_DATA),
     });
   }
 
@@ -868,6 +906,35 @@ export class Tpm {
     throw new TpmFormatError('TPM2_PCR_Read: did not finish after 64 rounds');
   }
 
+  /**
+   * TPM2_PCR_Extend: PCR[i] = H(PCR[i] ‖ digest) in each bank a digest is given for (TPML_DIGEST_VALUES,
+   * at most one per bank). PCRs 0-15 need the platform's locality only on real hardware; the PCR's
+   * authValue is empty, hence the empty password by default.
+   */
+  pcrExtend(
+    pcrHandle: number,
+    digests: readonly { readonly hash: number; readonly digest: Uint8Array }[],
+    auth: Session = passwordSession(),
+  ): Promise<void> {
+    if (pcrHandle >>> 24 !== TPM_HT.PCR)
+      throw new RangeError(`pcrExtend: 0x${pcrHandle.toString(16)} is not a PCR`);
+    for (const { hash: alg, digest } of digests)
+      if (digest.length !== digestSize(alg))
+        throw new RangeError(
+          `pcrExtend: a ${nameOf(TPM_ALG, alg)} digest is ${digestSize(alg)} bytes, not ${digest.length}`,
+        );
+    return this.execute({
+      code: TPM_CC.PCR_Extend,
+      handles: [pcrHandle],
+      sessions: [auth],
+      parameters: (w) => {
+        w.u32(digests.length);
+        for (const { hash: alg, digest } of digests) w.u16(alg).bytes(digest);
+      },
+      decode: () => undefined,
+    });
+  }
+
   // -------------------------------------------------------------------------------------------------
   // Signatures
 
@@ -946,7 +1013,7 @@ function readCapabilityData(r: Reader, capability: number): unknown[] {
 
 /** inSensitive, inPublic, outsideInfo and creationPCR: the parameters CreatePrimary and Create share. */
 function writeCreationParameters(w: Writer, template: PublicArea, options: CreatePrimaryOptions): void {
-  w.sized16((s) => s.tpm2b(options.userAuth ?? EMPTY).tpm2b(EMPTY));
+  w.sized16((s) => s.tpm2b(options.userAuth ?? EMPTY).tpm2b(options.sensitiveData ?? EMPTY));
   w.sized16((p) => writePublicArea(p, template));
   w.tpm2b(options.outsideInfo ?? EMPTY);
   writePcrSelections(w, options.creationPcrs ?? []);
