@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { crc32 } from 'node:zlib';
 import { ReplayGuard } from './replay.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'umbra-replay-'));
@@ -144,4 +145,169 @@ test('a line whose checksum does not match is ignored', () => {
   writeFileSync(join(stateDir, 'replay.journal'), `${id} ${now} 00000000\n`);
   const guard = new ReplayGuard({ notBeforeMs: 0, stateDir, windowMs: 30_000, now: () => now });
   assert.equal(guard.check(id, now, 'x'), 'fresh');
+});
+
+describe('with a state key, the state is tamper-evident', () => {
+  const window = 30_000;
+  const key = new Uint8Array(32).fill(7);
+  const otherKey = new Uint8Array(32).fill(9);
+  const other = 'cd'.repeat(16);
+  const start = 1_000_000;
+  let clock = start;
+  const guard = (stateDir: string, stateKey: Uint8Array | null = key) =>
+    new ReplayGuard({
+      notBeforeMs: 0,
+      stateDir,
+      windowMs: window,
+      now: () => clock,
+      stateKey: stateKey ?? undefined,
+    });
+  /** A keyed state dir holding a mark for `id` at `start + 2 * window`, recorded and closed cleanly. */
+  const recorded = (close = true) => {
+    clock = start;
+    const stateDir = mkdtempSync(join(dir, 'm'));
+    const first = guard(stateDir);
+    clock = start + 2 * window;
+    first.record(id, clock, 'n1');
+    if (close) first.close();
+    clock += 5;
+    return stateDir;
+  };
+
+  test('a mark recorded with a key is read back after a restart, from a MACed journal line', () => {
+    const stateDir = recorded(false);
+    const journal = readFileSync(join(stateDir, 'replay.journal'), 'utf8');
+    assert.match(journal, new RegExp(`^${id} ${start + 2 * window} [0-9a-f]{32}\\n$`));
+    const restarted = guard(stateDir);
+    assert.equal(restarted.distrust, null);
+    assert.equal(restarted.forgedJournalLines, 0);
+    assert.equal(restarted.check(id, start + 2 * window, 'x'), 'replay');
+    assert.equal(restarted.check(id, start + 2 * window + 1, 'x'), 'fresh');
+    const state = JSON.parse(readFileSync(join(stateDir, 'replay.json'), 'utf8'));
+    assert.match(state.mac, /^[0-9a-f]{64}$/);
+    assert.equal(state.identities[id], start + 2 * window);
+    restarted.close();
+    assert.equal(guard(stateDir).distrust, null, 'a clean stop is trusted too');
+  });
+
+  test('journal lines forged without the key are not applied, are counted, and the state is distrusted', () => {
+    const stateDir = recorded(false);
+    const later = clock + 5 * window;
+    const crcEntry = `${other} ${later}`;
+    const crcLine = `${crcEntry} ${crc32(crcEntry).toString(16).padStart(8, '0')}\n`;
+    const wrongMac = `${'ef'.repeat(16)} ${later} ${'0'.repeat(32)}\n`;
+    writeFileSync(join(stateDir, 'replay.journal'), crcLine + wrongMac, { flag: 'a' });
+    const restartedAt = clock;
+    const restarted = guard(stateDir);
+    assert.equal(restarted.forgedJournalLines, 2);
+    assert.match(restarted.distrust ?? '', /replay\.journal: 2 line\(s\) whose MAC fails/);
+    assert.equal(restarted.notBeforeMs, restartedAt + window);
+    assert.equal(restarted.check(id, start + 2 * window, 'x'), 'replay', 'the authentic line still counts');
+    clock = later;
+    assert.equal(restarted.check(other, later, 'y'), 'fresh', 'the CRC-form line was not applied');
+    assert.equal(restarted.check('ef'.repeat(16), later, 'z'), 'fresh', 'the wrong-MAC line was not applied');
+  });
+
+  test('a torn last line is not taken for a forgery, even when it looks like a keyless line', () => {
+    const stateDir = recorded(false);
+    const journal = readFileSync(join(stateDir, 'replay.journal'), 'utf8');
+    const torn = `${other} ${clock} ${'a'.repeat(8)}`; // a MAC cut after 8 digits, no newline
+    writeFileSync(join(stateDir, 'replay.journal'), journal + torn);
+    const restarted = guard(stateDir);
+    assert.equal(restarted.forgedJournalLines, 0);
+    assert.equal(restarted.distrust, null);
+    assert.equal(restarted.check(id, start + 2 * window, 'x'), 'replay');
+  });
+
+  test('an edited snapshot (a mark lowered) is distrusted: knocks before now + window are refused, across a restart', () => {
+    const stateDir = recorded();
+    const path = join(stateDir, 'replay.json');
+    const state = JSON.parse(readFileSync(path, 'utf8'));
+    state.identities[id] = start;
+    writeFileSync(path, JSON.stringify(state));
+    const restartedAt = clock;
+    const restarted = guard(stateDir);
+    assert.match(restarted.distrust ?? '', /replay\.json: its MAC fails/);
+    assert.equal(restarted.notBeforeMs, restartedAt + window);
+    assert.equal(
+      restarted.check(id, start + 2 * window + 1, 'x'),
+      'replay',
+      'the lowered mark does not help',
+    );
+    assert.equal(restarted.check(other, restartedAt + window, 'x'), 'replay');
+    clock += 1;
+    assert.equal(restarted.check(other, restartedAt + window + 1, 'x'), 'fresh');
+    // Killed and restarted in the same boot: the state is trusted again, and the floor is kept.
+    const again = guard(stateDir);
+    assert.equal(again.distrust, null);
+    assert.equal(again.notBeforeMs, restartedAt + window);
+  });
+
+  test('a snapshot without its MAC, or with a MAC removed, is distrusted', () => {
+    const stateDir = recorded();
+    const path = join(stateDir, 'replay.json');
+    const { mac: _mac, ...unsigned } = JSON.parse(readFileSync(path, 'utf8'));
+    writeFileSync(path, JSON.stringify(unsigned));
+    assert.match(guard(stateDir).distrust ?? '', /replay\.json has no MAC/);
+  });
+
+  test('state written under another key is distrusted, and the key appears in no message', () => {
+    const stateDir = recorded(false);
+    const restartedAt = clock;
+    const restarted = guard(stateDir, otherKey);
+    assert.match(restarted.distrust ?? '', /replay\.json: its MAC fails/);
+    assert.match(restarted.distrust ?? '', /replay\.journal: 1 line/);
+    assert.equal(restarted.notBeforeMs, restartedAt + window);
+    for (const k of [key, otherKey]) {
+      assert.ok(!restarted.distrust?.includes(Buffer.from(k).toString('hex')));
+      assert.ok(!restarted.distrust?.includes(Buffer.from(k).toString('base64')));
+    }
+  });
+
+  test('moving from no key to a key distrusts the keyless state once, then writes it with a MAC', () => {
+    clock = start;
+    const stateDir = mkdtempSync(join(dir, 'u'));
+    const keyless = guard(stateDir, null);
+    keyless.record(id, start, 'n1');
+    keyless.close();
+    clock = start + 10;
+    const upgraded = guard(stateDir);
+    assert.match(upgraded.distrust ?? '', /replay\.json has no MAC: it was written without a state key/);
+    assert.equal(upgraded.notBeforeMs, start + 10 + window);
+    assert.equal(upgraded.check(id, start, 'x'), 'replay', 'the keyless marks are kept');
+    assert.match(JSON.parse(readFileSync(join(stateDir, 'replay.json'), 'utf8')).mac, /^[0-9a-f]{64}$/);
+    assert.equal(guard(stateDir).distrust, null, 'only once');
+  });
+
+  test('without a key the format is unchanged, and keyed state is distrusted', () => {
+    clock = start;
+    const plain = mkdtempSync(join(dir, 'n'));
+    const keyless = guard(plain, null);
+    assert.equal(keyless.distrust, null);
+    keyless.record(id, start, 'n1');
+    assert.match(readFileSync(join(plain, 'replay.journal'), 'utf8'), /^[0-9a-f]{32} \d+ [0-9a-f]{8}\n$/);
+    keyless.close();
+    assert.deepEqual(Object.keys(JSON.parse(readFileSync(join(plain, 'replay.json'), 'utf8'))), [
+      'version',
+      'identities',
+      'bootId',
+      'clean',
+    ]);
+    assert.equal(guard(plain, null).distrust, null);
+    const keyed = recorded(false);
+    const downgraded = guard(keyed, null);
+    assert.match(downgraded.distrust ?? '', /written with a state key and this gateway has none/);
+    assert.equal(downgraded.forgedJournalLines, 1);
+  });
+
+  test('a key that is not 32 bytes is refused at construction, without echoing it', () => {
+    for (const length of [0, 16, 31, 33, 64]) {
+      const bad = new Uint8Array(length).fill(0x5a);
+      assert.throws(
+        () => guard(mkdtempSync(join(dir, 'x')), bad),
+        (error: Error) =>
+          error.message.includes(`must be 32 bytes, got ${length}`) && !error.message.includes('5a5a'),
+      );
+    }
+  });
 });
