@@ -57,6 +57,7 @@ import {
   type FirmwarePcrs,
   type Gateway,
   type GatewayEndpoint,
+  type GatewayTpm,
   type Group,
   IDENTITY_KINDS,
   type Identity,
@@ -94,6 +95,7 @@ import {
   checkEndpoint,
   checkFingerprint,
   checkFirmwareVersion,
+  checkGatewayTpm,
   checkHex,
   checkHours,
   checkId,
@@ -567,9 +569,10 @@ export class PgStore implements Store {
     );
   }
 
-  async setGatewayPublicKey(name: string, publicKey: string): Promise<Gateway> {
+  async setGatewayPublicKey(name: string, publicKey: string, tpm?: GatewayTpm): Promise<Gateway> {
     checkName(name, 'name');
     const key = checkPublicKey(publicKey, 'publicKey');
+    if (tpm) checkGatewayTpm(tpm, 'tpm');
     return this.#transaction(async (q) => {
       const row = await gatewayRow(q, name);
       if (!row) throw notFound('name', `no gateway named "${name}"`);
@@ -579,9 +582,10 @@ export class PgStore implements Store {
       await refuseTakenGatewayKey(q, key.text, row.id);
       // Conditional for the same reason as in setIdentityPublicKey.
       const changed = await q.query(
-        `UPDATE gateways SET public_key = $1, status = 'enrolled'
+        `UPDATE gateways SET public_key = $1, status = 'enrolled',
+           tpm_ek_hash = $3, tpm_ak_public = $4, tpm_identity_public = $5
          WHERE id = $2 AND public_key IS NULL AND status <> 'revoked'`,
-        [key.text, row.id],
+        [key.text, row.id, tpm?.ekHash ?? null, tpm?.akPublic ?? null, tpm?.identityPublic ?? null],
       );
       const now = (await gatewayRow(q, name))!;
       if (changed.rowCount !== 1) {

@@ -59,6 +59,9 @@ export interface GatewayRow {
   golden_pcrs: string | null;
   quarantine_reason: string | null;
   attestation_changed_at: number | null;
+  tpm_ek_hash: string | null;
+  tpm_ak_public: string | null;
+  tpm_identity_public: string | null;
 }
 
 export interface EkRootRow {
@@ -198,6 +201,10 @@ export function gatewayFromRow(row: GatewayRow): Gateway {
       quarantineReason: row.quarantine_reason,
       changedAt: row.attestation_changed_at,
     },
+    tpm:
+      row.tpm_ek_hash === null || row.tpm_ak_public === null || row.tpm_identity_public === null
+        ? null
+        : { ekHash: row.tpm_ek_hash, akPublic: row.tpm_ak_public, identityPublic: row.tpm_identity_public },
   };
 }
 

@@ -179,6 +179,18 @@ export const MIGRATIONS: readonly Migration[] = [
       'ALTER TABLE gateways ADD COLUMN attestation_changed_at BIGINT',
     ],
   },
+  {
+    version: 4,
+    description: "a gateway's TPM keys: EK hash, attestation key and identity key",
+    statements: [
+      // Set at an attested enrollment. ek_hash: SHA-256 of the EK's SPKI DER, hex; the two keys as
+      // their TPMT_PUBLIC, base64: the AK verifies re-attestation quotes, the identity key each
+      // link's channel binding.
+      'ALTER TABLE gateways ADD COLUMN tpm_ek_hash TEXT',
+      'ALTER TABLE gateways ADD COLUMN tpm_ak_public TEXT',
+      'ALTER TABLE gateways ADD COLUMN tpm_identity_public TEXT',
+    ],
+  },
 ];
 
 /** The schema version this code writes and understands. */

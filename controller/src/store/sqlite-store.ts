@@ -53,6 +53,7 @@ import {
   type FirmwarePcrs,
   type Gateway,
   type GatewayEndpoint,
+  type GatewayTpm,
   type Group,
   IDENTITY_KINDS,
   type Identity,
@@ -90,6 +91,7 @@ import {
   checkEndpoint,
   checkFingerprint,
   checkFirmwareVersion,
+  checkGatewayTpm,
   checkHex,
   checkHours,
   checkId,
@@ -598,9 +600,10 @@ export class SqliteStore implements Store {
     return (this.#all('SELECT * FROM gateways ORDER BY name') as GatewayRow[]).map(gatewayFromRow);
   }
 
-  async setGatewayPublicKey(name: string, publicKey: string): Promise<Gateway> {
+  async setGatewayPublicKey(name: string, publicKey: string, tpm?: GatewayTpm): Promise<Gateway> {
     checkName(name, 'name');
     const key = checkPublicKey(publicKey, 'publicKey');
+    if (tpm) checkGatewayTpm(tpm, 'tpm');
     return this.transaction(() => {
       const row = this.#gatewayRow(name);
       if (!row) throw notFound('name', `no gateway named "${name}"`);
@@ -611,7 +614,11 @@ export class SqliteStore implements Store {
         throw duplicate('publicKey', `gateway "${name}" already has a public key; enroll a new gateway`);
       }
       this.#refuseTakenGatewayKey(key.text, row.id);
-      this.#run("UPDATE gateways SET public_key = ?, status = 'enrolled' WHERE id = ?", [key.text, row.id]);
+      this.#run(
+        `UPDATE gateways SET public_key = ?, status = 'enrolled',
+           tpm_ek_hash = ?, tpm_ak_public = ?, tpm_identity_public = ? WHERE id = ?`,
+        [key.text, tpm?.ekHash ?? null, tpm?.akPublic ?? null, tpm?.identityPublic ?? null, row.id],
+      );
       return gatewayFromRow(this.#gatewayRow(name)!);
     });
   }

@@ -219,6 +219,23 @@ export function storeSuite(name: string, open: OpenStore): void {
         assert.deepEqual(await store.getGatewayByName('branch-1'), enrolled);
       });
 
+      test('an attested enrollment records the TPM keys with the SPA key; malformed ones are refused', async () => {
+        assert.equal((await store.createGateway({ name: 'tpm-box' })).tpm, null);
+        const tpm = { ekHash: 'ab'.repeat(32), akPublic: 'AAEAAQ==', identityPublic: 'AAIAAg==' };
+        await assert.rejects(
+          store.setGatewayPublicKey('tpm-box', publicKey(), { ...tpm, ekHash: 'nothex' }),
+          refusedWith('invalid', 'tpm.ekHash', /hex/),
+        );
+        await assert.rejects(
+          store.setGatewayPublicKey('tpm-box', publicKey(), { ...tpm, akPublic: 'not base64!' }),
+          refusedWith('invalid', 'tpm.akPublic', /base64/),
+        );
+        assert.equal((await store.getGatewayByName('tpm-box'))?.status, 'pending');
+        const enrolled = await store.setGatewayPublicKey('tpm-box', publicKey(), tpm);
+        assert.deepEqual(enrolled.tpm, tpm);
+        assert.deepEqual((await store.getGatewayByName('tpm-box'))?.tpm, tpm);
+      });
+
       test('a revoked gateway stays revoked, is audited once, and cannot enroll again', async () => {
         await store.createGateway({ name: 'stolen', publicKey: publicKey() });
         const revoked = await store.revokeGateway('stolen', 1_000, 'cli');

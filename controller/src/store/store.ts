@@ -129,6 +129,16 @@ export interface NewFirmwarePcrs extends PcrValues {
   version: string;
 }
 
+/** The TPM keys of a gateway enrolled with attestation. */
+export interface GatewayTpm {
+  /** SHA-256 of the EK's SPKI DER, lower-case hex. */
+  ekHash: string;
+  /** The attestation key's TPMT_PUBLIC, base64: it signs the gateway's quotes. */
+  akPublic: string;
+  /** The identity key's TPMT_PUBLIC, base64: it signs each link's channel binding. */
+  identityPublic: string;
+}
+
 export interface Gateway {
   id: string;
   name: string;
@@ -145,6 +155,8 @@ export interface Gateway {
   /** The last sign of life on its link (hello, or a ping answered). */
   lastSeenAt: number | null;
   attestation: GatewayAttestation;
+  /** Null for a gateway enrolled with software keys. */
+  tpm: GatewayTpm | null;
 }
 
 export interface NewGateway {
@@ -386,8 +398,8 @@ export interface Store {
   createGateway(input: NewGateway): Promise<Gateway>;
   getGatewayByName(name: string): Promise<Gateway | null>;
   listGateways(): Promise<Gateway[]>;
-  /** Gateway enrollment: sets the key and marks the gateway enrolled. */
-  setGatewayPublicKey(name: string, publicKey: string): Promise<Gateway>;
+  /** Gateway enrollment: sets the key (and, attested, its TPM keys) and marks the gateway enrolled. */
+  setGatewayPublicKey(name: string, publicKey: string, tpm?: GatewayTpm): Promise<Gateway>;
   /**
    * Marks the gateway revoked (a stolen or retired box) with its audit entry (`gateway.revoke`), in
    * one transaction; a gateway already revoked is returned unchanged and audited no second time.

@@ -10,6 +10,7 @@ import {
   type Decision,
   type DecisionBatch,
   type GatewayEndpoint,
+  type GatewayTpm,
   type NewAuditEntry,
   type NewEkRoot,
   type NewFirmwarePcrs,
@@ -394,6 +395,19 @@ export function checkFirmwareVersion(value: unknown, field: string): string {
   if (typeof value !== 'string' || !FIRMWARE_VERSION.test(value))
     throw invalid(field, `expected 1-64 letters, digits or ._+~- such as "2.4.1", got ${shown(value)}`);
   return value;
+}
+
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/** A gateway's TPM keys: the EK hash and two TPMT_PUBLIC areas in base64 (an RSA-2048 one is ~330 bytes). */
+export function checkGatewayTpm(value: GatewayTpm, field: string): GatewayTpm {
+  const ekHash = checkHex(value?.ekHash, `${field}.ekHash`, 32, 32);
+  for (const key of ['akPublic', 'identityPublic'] as const) {
+    const text = value[key];
+    if (typeof text !== 'string' || text.length > 2048 || !BASE64.test(text))
+      throw invalid(`${field}.${key}`, `expected a TPMT_PUBLIC in base64 (at most 2048 characters)`);
+  }
+  return { ekHash, akPublic: value.akPublic, identityPublic: value.identityPublic };
 }
 
 /** A certificate's SHA-256 fingerprint: 64 hex digits, with or without colons; lower case, no colons. */
