@@ -43,6 +43,7 @@ import {
   sessionFromRow,
   type TokenRow,
   tokenFromRow,
+  tokenState,
 } from './rows.ts';
 import { MIGRATIONS_TABLE, pendingMigrations } from './schema.ts';
 import {
@@ -958,6 +959,15 @@ export class PgStore implements Store {
       );
       return tokenFromRow((await tokenRow(q, tokenHash))!);
     });
+  }
+
+  async peekEnrollmentToken(tokenHash: string, now: number): Promise<TokenConsumption> {
+    const hash = checkHex(tokenHash, 'tokenHash', 32, 32);
+    checkTimestamp(now, 'now');
+    const row = await one<TokenRow>(this.#pool, 'SELECT * FROM enrollment_tokens WHERE token_hash = $1', [
+      hash,
+    ]);
+    return tokenState(row, now);
   }
 
   async consumeEnrollmentToken(tokenHash: string, now: number): Promise<TokenConsumption> {

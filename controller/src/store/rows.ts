@@ -24,6 +24,7 @@ import type {
   ServiceMode,
   Session,
   SubjectKind,
+  TokenConsumption,
 } from './store.ts';
 
 export interface IdentityRow {
@@ -326,6 +327,14 @@ export function policyFromRow(row: PolicyRow): PolicyWithService {
       createdAt: row.s_created_at,
     },
   };
+}
+
+/** Whether a token (its row, if any) could be spent at `now`, and why not. */
+export function tokenState(row: TokenRow | undefined, now: number): TokenConsumption {
+  if (!row) return { ok: false, reason: 'unknown' };
+  if (row.used_at !== null) return { ok: false, reason: 'used' };
+  if (row.expires_at <= now) return { ok: false, reason: 'expired' };
+  return { ok: true, token: tokenFromRow(row) };
 }
 
 export function tokenFromRow(row: TokenRow): EnrollmentToken {

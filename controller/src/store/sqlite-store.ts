@@ -39,6 +39,7 @@ import {
   sessionFromRow,
   type TokenRow,
   tokenFromRow,
+  tokenState,
 } from './rows.ts';
 import { MIGRATIONS_TABLE, pendingMigrations } from './schema.ts';
 import {
@@ -1026,6 +1027,12 @@ export class SqliteStore implements Store {
     });
   }
 
+  async peekEnrollmentToken(tokenHash: string, now: number): Promise<TokenConsumption> {
+    const hash = checkHex(tokenHash, 'tokenHash', 32, 32);
+    checkTimestamp(now, 'now');
+    return tokenState(this.#tokenRow(hash), now);
+  }
+
   #tokenRow(tokenHash: string): TokenRow | undefined {
     return this.#get('SELECT * FROM enrollment_tokens WHERE token_hash = ?', [tokenHash]) as
       | TokenRow
@@ -1209,9 +1216,27 @@ export class SqliteStore implements Store {
         this.#insertSessionRow(id, session);
         return id;
       });
-      const auditSeqs = checked.audit.map(
-        (entry) => (this.#insertAuditRow(entry, 'RETURNING seq') as { seq: number }).seq,
-      );
+      // One max for the batch, then consecutive numbers: the same seqs #insertAuditRow would give one
+      // by one (the write lock is held throughout), without a subquery and a RETURNING per entry.
+      let seq = (this.#get('SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_log') as { seq: number }).seq;
+      const auditSeqs = checked.audit.map((entry) => {
+        this.#run(
+          `INSERT INTO audit_log (seq, at, actor, action, subject, decision, reason, details)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+          [
+            ++seq,
+            entry.at,
+            entry.actor,
+            entry.action,
+            entry.subject,
+            entry.decision,
+            entry.reason,
+            entry.details,
+          ],
+        );
+        return seq;
+      });
+      if (auditSeqs.length > 0) this.#auditGrew = true;
       return { sessionIds, auditSeqs };
     });
   }

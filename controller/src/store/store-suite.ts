@@ -404,11 +404,25 @@ export function storeSuite(name: string, open: OpenStore): void {
           expiresAt: T0 + 86_400_000,
         });
         assert.equal(token.usedAt, null);
+        // Peeking tells what consuming would, and spends nothing.
+        assert.deepEqual(await store.peekEnrollmentToken(tokenHash, T0 + 500), { ok: true, token });
+        assert.deepEqual(await store.peekEnrollmentToken(tokenHash, T0 + 86_400_000), {
+          ok: false,
+          reason: 'expired',
+        });
         const first = await store.consumeEnrollmentToken(tokenHash, T0 + 1000);
         assert.deepEqual(first, { ok: true, token: { ...token, usedAt: T0 + 1000 } });
         assert.deepEqual(await store.consumeEnrollmentToken(tokenHash, T0 + 2000), {
           ok: false,
           reason: 'used',
+        });
+        assert.deepEqual(await store.peekEnrollmentToken(tokenHash, T0 + 2000), {
+          ok: false,
+          reason: 'used',
+        });
+        assert.deepEqual(await store.peekEnrollmentToken(enrollmentTokenHash(Buffer.from('other')), T0), {
+          ok: false,
+          reason: 'unknown',
         });
       });
 

@@ -472,6 +472,11 @@ export interface Store {
   createEnrollmentToken(input: NewEnrollmentToken): Promise<EnrollmentToken>;
   /** Marks the token used, at most once, atomically; says why when it cannot. */
   consumeEnrollmentToken(tokenHash: string, now: number): Promise<TokenConsumption>;
+  /**
+   * What consumeEnrollmentToken would answer at `now`, without spending the token: an attested
+   * enrollment checks the token before its TPM work, and spends it only once every check passed.
+   */
+  peekEnrollmentToken(tokenHash: string, now: number): Promise<TokenConsumption>;
 
   recordCertificate(input: NewCertificate): Promise<Certificate>;
   getCertificate(serial: string): Promise<Certificate | null>;
