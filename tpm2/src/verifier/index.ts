@@ -1,5 +1,13 @@
-// The verifier side, usable without a TPM: EK certificates and their chains, MakeCredential.
+// The verifier side, usable without a TPM: EK certificates and their chains, MakeCredential, quote and
+// certify verification, and what the controller requires of an AK and an identity key.
 
+export {
+  type CertifyFailure,
+  type VerifiedCertify,
+  type VerifyCertifyInput,
+  type VerifyCertifyResult,
+  verifyCertify,
+} from './certify.ts';
 export {
   EK_CERT_NV_INDEX,
   type EkCertificate,
@@ -10,6 +18,7 @@ export {
   type VerifyEkChainOptions,
   verifyEkChain,
 } from './ek-certificate.ts';
+export { checkAttestationKey, checkIdentityKey } from './key-checks.ts';
 export {
   type Credential,
   type EkPublic,

@@ -6,23 +6,22 @@
 //
 // verifyQuote never throws: every failure, malformed input included, is { ok: false, code, reason }.
 
-import { constants, KeyObject, verify } from 'node:crypto';
-import { nameOf, TPM_ALG, TPM_ECC, TPM_ST } from '../constants.ts';
-import { digestSize, hash, isHashAlg, nodeHashName } from '../hash.ts';
+import type { KeyObject } from 'node:crypto';
+import { nameOf, TPM_ALG, TPM_ST } from '../constants.ts';
+import { digestSize, hash, isHashAlg } from '../hash.ts';
 import { Reader } from '../marshal.ts';
 import {
   type Attest,
   type ClockInfo,
-  ecdsaSignatureP1363,
   type PcrSelection,
   type PublicArea,
-  publicKeyObject,
   readAttest,
-  readPublicArea,
   readSignature,
   type Signature,
   TPM_GENERATED_VALUE,
 } from '../structures.ts';
+import { type AkKey, akKey, checkSignature } from './attest-signature.ts';
+import { checkAttestationKey } from './key-checks.ts';
 import { equalBytes, type PcrBanks } from './pcr-policy.ts';
 
 export interface QuoteClock {
@@ -52,6 +51,18 @@ export interface VerifyQuoteInput {
   readonly selection?: readonly PcrSelection[];
   /** clockInfo of the previous quote from the same TPM, to catch a clock going backwards. */
   readonly previous?: QuoteClock;
+  /**
+   * If given, the AK's qualified Name (TPM2_ReadPublic's qualifiedName, recorded at enrollment): the
+   * quote's qualifiedSigner must equal it, so a quote by the same key under another hierarchy or
+   * parent is refused.
+   */
+  readonly akQualifiedName?: Uint8Array;
+  /**
+   * Check the AK's attributes with checkAttestationKey (restricted, sign, fixedTPM, …) when akPublic is
+   * a public area; false by default (a KeyObject has no attributes to check). An unrestricted key can
+   * sign a TPMS_ATTEST it was handed, so a controller that learns the AK from the gateway sets this.
+   */
+  readonly requireAttestationKey?: boolean;
 }
 
 export type QuoteFailure =
@@ -63,7 +74,8 @@ export type QuoteFailure =
   | 'nonce'
   | 'pcr-selection'
   | 'pcr-digest'
-  | 'clock';
+  | 'clock'
+  | 'signer';
 
 export interface VerifiedQuote {
   readonly attest: Attest;
@@ -93,77 +105,6 @@ function message(error: unknown): string {
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
-}
-
-const NAMED_CURVES: Readonly<Record<string, number>> = {
-  prime256v1: TPM_ECC.NIST_P256,
-  secp384r1: TPM_ECC.NIST_P384,
-  secp521r1: TPM_ECC.NIST_P521,
-};
-
-/** TPM2B_PUBLIC when its size prefix covers exactly the rest, otherwise TPMT_PUBLIC. */
-function parsePublicBytes(bytes: Uint8Array): PublicArea {
-  let start = 0;
-  if (bytes.length >= 2 && ((bytes[0]! << 8) | bytes[1]!) === bytes.length - 2) start = 2;
-  const r = new Reader(bytes, start === 2 ? 'AK TPM2B_PUBLIC' : 'AK TPMT_PUBLIC', start);
-  const area = readPublicArea(r);
-  r.end();
-  return area;
-}
-
-interface AkKey {
-  readonly key: KeyObject;
-  /** TPM_ECC curve for EC keys, undefined for RSA. */
-  readonly curveId: number | undefined;
-}
-
-function akKey(ak: VerifyQuoteInput['akPublic']): AkKey {
-  if (!(ak instanceof KeyObject)) {
-    const area = ak instanceof Uint8Array ? parsePublicBytes(ak) : ak;
-    if (area.type !== TPM_ALG.ECC && area.type !== TPM_ALG.RSA)
-      throw new Error(`the AK is a ${nameOf(TPM_ALG, area.type)} object, not an RSA or ECC key`);
-    const key = publicKeyObject(area);
-    return { key, curveId: area.type === TPM_ALG.ECC ? area.parameters.curveId : undefined };
-  }
-  if (ak.type !== 'public') throw new Error(`the AK is a ${ak.type} key, not a public key`);
-  if (ak.asymmetricKeyType === 'rsa') return { key: ak, curveId: undefined };
-  if (ak.asymmetricKeyType === 'ec') {
-    const curve = ak.asymmetricKeyDetails?.namedCurve ?? '';
-    const curveId = NAMED_CURVES[curve];
-    if (curveId === undefined) throw new Error(`the AK's curve ${curve} is not a NIST curve a TPM uses`);
-    return { key: ak, curveId };
-  }
-  throw new Error(`the AK is an ${ak.asymmetricKeyType} key, not RSA or EC`);
-}
-
-/** Checks the signature over the attest bytes; returns a reason when it does not verify. */
-function checkSignature(attest: Uint8Array, signature: Signature, ak: AkKey): string | undefined {
-  const alg = nameOf(TPM_ALG, signature.sigAlg);
-  if (signature.sigAlg === TPM_ALG.ECDSA) {
-    if (ak.curveId === undefined) return `an ECDSA signature but the AK is an RSA key`;
-    const p1363 = ecdsaSignatureP1363(signature, ak.curveId);
-    const good = verify(
-      nodeHashName(signature.hash),
-      attest,
-      { key: ak.key, dsaEncoding: 'ieee-p1363' },
-      p1363,
-    );
-    return good
-      ? undefined
-      : `the ECDSA (${nameOf(TPM_ALG, signature.hash)}) signature does not verify with the AK`;
-  }
-  if (signature.sigAlg === TPM_ALG.RSASSA || signature.sigAlg === TPM_ALG.RSAPSS) {
-    if (ak.curveId !== undefined) return `an ${alg} signature but the AK is an EC key`;
-    const padding =
-      signature.sigAlg === TPM_ALG.RSASSA
-        ? { padding: constants.RSA_PKCS1_PADDING }
-        : { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO };
-    const good = verify(nodeHashName(signature.hash), attest, { key: ak.key, ...padding }, signature.sig);
-    return good
-      ? undefined
-      : `the ${alg} (${nameOf(TPM_ALG, signature.hash)}) signature does not verify with the AK`;
-  }
-  return `the signature is ${alg}: only ECDSA, RSASSA and RSAPSS are accepted for a quote`;
 }
 
 function describeSelection(selection: readonly PcrSelection[]): string {
@@ -257,6 +198,13 @@ function verifyQuoteOrThrow(input: VerifyQuoteInput): VerifyQuoteResult {
   } catch (error) {
     return fail('key', `AK public key: ${message(error)}`);
   }
+  if (
+    input.requireAttestationKey &&
+    (input.akPublic instanceof Uint8Array || 'objectAttributes' in input.akPublic)
+  ) {
+    const problems = checkAttestationKey(input.akPublic as Uint8Array | PublicArea);
+    if (problems.length > 0) return fail('key', `not an attestation key: ${problems.join('; ')}`);
+  }
 
   if (!('hash' in signature) || !isHashAlg(signature.hash))
     return fail(
@@ -276,6 +224,12 @@ function verifyQuoteOrThrow(input: VerifyQuoteInput): VerifyQuoteResult {
     return fail(
       'nonce',
       `extraData ${hex(attest.extraData)} is not the nonce ${hex(input.nonce)}: a stale or replayed quote`,
+    );
+
+  if (input.akQualifiedName && !equalBytes(attest.qualifiedSigner, input.akQualifiedName))
+    return fail(
+      'signer',
+      `qualifiedSigner ${hex(attest.qualifiedSigner)} is not the AK's qualified Name ${hex(input.akQualifiedName)}`,
     );
 
   const expected = input.selection ?? selectionOf(input.pcrs);
