@@ -2,6 +2,23 @@
 
 export { ipAddressFromBytes, ipAddressToBytes } from './address.ts';
 export {
+  ATTEST_CHALLENGE_PATH,
+  ATTEST_CHALLENGE_TTL_MS,
+  ATTEST_ENROLL_PATH,
+  ATTESTATION_NONCE_BYTES,
+  type AttestChallengeRequest,
+  type AttestChallengeResponse,
+  type AttestEnrollRequest,
+  type AttestEnrollResponse,
+  BOOT_PCRS,
+  ekHash,
+  LINK_BINDING_BYTES,
+  LINK_BINDING_LABEL,
+  linkBindingDigest,
+  linkBindingMessage,
+  type SignedAttest,
+} from './attestation.ts';
+export {
   ControllerApiError,
   type ControllerRequest,
   checkControllerIdentity,
@@ -75,6 +92,8 @@ export {
   SIGNATURE_BYTES,
 } from './knock.ts';
 export {
+  type Attest,
+  type Attestation,
   type Authorize,
   type DecisionMessage,
   decodeToController,

@@ -7,8 +7,8 @@
 // (link-policy.ts), so a gateway can keep deciding from the last one it verified while the
 // controller is away.
 //
-//   gateway → controller: hello, authorize, session, posture, health
-//   controller → gateway: snapshot, delta, decision, revoke
+//   gateway → controller: hello, authorize, session, posture, health, attestation
+//   controller → gateway: snapshot, delta, decision, revoke, attest
 
 import { isIP } from 'node:net';
 import { Decoder, Encoder } from 'cbor-x';
@@ -61,6 +61,11 @@ export const hello = z
     snapshotVersion: uint.nullable(),
     /** Where clients reach this gateway: the address they knock and connect to. */
     endpoint: z.object({ host: z.string().min(1).max(253), spaPort: port, tunnelPort: port }).strict(),
+    /**
+     * A gateway with a TPM: its identity key's TPMT_SIGNATURE over linkBindingDigest of this TLS
+     * connection's exporter value (attestation.ts). Required of every gateway enrolled with a TPM.
+     */
+    binding: bytes(1024).optional(),
   })
   .strict();
 
@@ -166,13 +171,45 @@ export const revoke = z
   })
   .strict();
 
+/** The controller asks for a fresh quote over `pcrs` of `bank` with `nonce` (re-attestation). */
+export const attest = z
+  .object({
+    t: z.literal('attest'),
+    id: uint,
+    nonce: bytes(64),
+    bank: z.enum(['sha1', 'sha256', 'sha384']),
+    pcrs: z.array(z.number().int().min(0).max(23)).min(1).max(24),
+  })
+  .strict();
+
+/** The gateway's answer to attest: the quote as its TPM signed it, and the PCR values it covers. */
+export const attestation = z
+  .object({
+    t: z.literal('attestation'),
+    id: uint,
+    /** TPMS_ATTEST and TPMT_SIGNATURE bytes. */
+    attest: bytes(2048),
+    signature: bytes(1024),
+    /** index (decimal) → digest. */
+    pcrValues: z.record(z.string().regex(/^(?:[0-9]|1[0-9]|2[0-3])$/), bytes(64)),
+  })
+  .strict();
+
 // By type, so an error names the field of the message it claims to be, not a failed union.
-const toController = { hello, authorize, session: sessionReport, posture: postureReport, health };
+const toController = {
+  hello,
+  authorize,
+  session: sessionReport,
+  posture: postureReport,
+  health,
+  attestation,
+};
 const toGateway = {
   snapshot: signedPolicy('snapshot'),
   delta: signedPolicy('delta'),
   decision,
   revoke,
+  attest,
 };
 
 export type Hello = z.infer<typeof hello>;
@@ -183,8 +220,10 @@ export type Health = z.infer<typeof health>;
 export type SignedPolicyMessage = z.infer<ReturnType<typeof signedPolicy>>;
 export type DecisionMessage = z.infer<typeof decision>;
 export type Revoke = z.infer<typeof revoke>;
-export type ToControllerMessage = Hello | Authorize | SessionReport | PostureReport | Health;
-export type ToGatewayMessage = SignedPolicyMessage | DecisionMessage | Revoke;
+export type Attest = z.infer<typeof attest>;
+export type Attestation = z.infer<typeof attestation>;
+export type ToControllerMessage = Hello | Authorize | SessionReport | PostureReport | Health | Attestation;
+export type ToGatewayMessage = SignedPolicyMessage | DecisionMessage | Revoke | Attest;
 
 export class LinkMessageError extends Error {
   override name = 'LinkMessageError';

@@ -9,7 +9,14 @@
 
 import { generateKeyPairSync } from 'node:crypto';
 import { isIP } from 'node:net';
+import {
+  ATTEST_CHALLENGE_PATH,
+  ATTEST_ENROLL_PATH,
+  type AttestChallengeRequest,
+  type AttestEnrollRequest,
+} from '@umbra/protocol';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { AttestedEnrollment } from '../attestation/attested-enrollment.ts';
 import { type DataDir, timeZoneOf } from '../data-dir.ts';
 import { type LinkService, startLinkService } from '../link/link-service.ts';
 import { ApiError } from './api-error.ts';
@@ -51,6 +58,64 @@ const gatewayEnrollSchema = {
   },
 } as const;
 
+const BASE64 = '^[A-Za-z0-9+/]+={0,2}$';
+const base64 = (maxLength: number) => ({ type: 'string', maxLength, pattern: BASE64 }) as const;
+const signedAttest = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['attest', 'signature'],
+  properties: { attest: base64(2800), signature: base64(1400) },
+} as const;
+
+const attestChallengeSchema = {
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['token', 'ekCertificate', 'ekPublic', 'akPublic'],
+    properties: {
+      token: { type: 'string', maxLength: 2048 },
+      ekCertificate: base64(5600),
+      ekPublic: base64(2800),
+      akPublic: base64(2800),
+    },
+  },
+} as const;
+
+const attestEnrollSchema = {
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    required: [
+      'token',
+      'challenge',
+      'secret',
+      'quote',
+      'pcrValues',
+      'identityPublic',
+      'identityCertify',
+      'spaPublicKey',
+      'csr',
+    ],
+    properties: {
+      token: { type: 'string', maxLength: 2048 },
+      challenge: { type: 'string', pattern: '^[0-9a-f]{32}$' },
+      secret: base64(100),
+      quote: signedAttest,
+      pcrValues: {
+        type: 'object',
+        maxProperties: 24,
+        additionalProperties: false,
+        patternProperties: { '^([0-9]|1[0-9]|2[0-3])$': { type: 'string', pattern: '^[0-9a-f]{40,96}$' } },
+      },
+      identityPublic: base64(2800),
+      identityCertify: signedAttest,
+      firmwareVersion: { type: 'string', pattern: '^[A-Za-z0-9._+~-]{1,64}$' },
+      spaPublicKey: { type: 'string', maxLength: 64 },
+      csr: { type: 'string', maxLength: 8192 },
+    },
+  },
+} as const;
+
 export interface ControllerServer {
   app: FastifyInstance;
   /** The address actually bound, e.g. for --listen 127.0.0.1:0. */
@@ -65,6 +130,8 @@ export interface ServerOptions {
   logLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** How often links are pinged; a link silent for one interval is cut. Default 15 s. */
   linkPingIntervalMs?: number;
+  /** How often gateways enrolled with a TPM are re-attested; default 10 min. */
+  attestIntervalMs?: number;
   /** Milliseconds since the epoch, for decisions; tests pin it. */
   clock?: () => number;
 }
@@ -123,11 +190,21 @@ export async function startServer(
     log: app.log,
     ...(options.clock === undefined ? {} : { clock: options.clock }),
     ...(options.linkPingIntervalMs === undefined ? {} : { pingIntervalMs: options.linkPingIntervalMs }),
+    ...(options.attestIntervalMs === undefined ? {} : { attestIntervalMs: options.attestIntervalMs }),
   });
   app.server.on('upgrade', (request, socket, head) => links.server.handleUpgrade(request, socket, head));
   app.get('/v1/health', async () => ({ ok: true }));
   app.post<{ Body: GatewayEnrollRequest }>('/v1/gateway/enroll', { schema: gatewayEnrollSchema }, (request) =>
     enrollGateway(data, request.body),
+  );
+  const attested = new AttestedEnrollment(data, options.clock);
+  app.post<{ Body: AttestChallengeRequest }>(
+    ATTEST_CHALLENGE_PATH,
+    { schema: attestChallengeSchema },
+    (request) => attested.challenge(request.body),
+  );
+  app.post<{ Body: AttestEnrollRequest }>(ATTEST_ENROLL_PATH, { schema: attestEnrollSchema }, (request) =>
+    attested.enroll(request.body),
   );
   app.post<{ Body: EnrollRequest }>('/v1/enroll', { schema: enrollSchema }, (request) =>
     enroll(data, request.body),

@@ -23,8 +23,9 @@ import {
   type ToGatewayMessage,
 } from '@umbra/protocol';
 import type { WebSocket } from 'ws';
-import type { GatewayEndpoint, Store } from '../store/index.ts';
+import type { GatewayEndpoint, GatewayTpm, Store } from '../store/index.ts';
 import type { Authorizer, LinkPeer } from './authorizer.ts';
+import { checkLinkBinding, type LinkAttestor } from './link-attestation.ts';
 import type { Logger } from './logger.ts';
 import type { PolicyView, PolicyViews } from './policy-view.ts';
 import type { SessionKeeper } from './session-keeper.ts';
@@ -42,16 +43,25 @@ export interface GatewayLinkContext {
   views: PolicyViews;
   authorizer: Authorizer;
   sessions: SessionKeeper;
+  attestor: LinkAttestor;
   policySigningKey: KeyObject;
   timeZone: string;
   log: Logger;
   clock: () => number;
 }
 
+/** What this connection must prove beyond its certificate: null tpm for a gateway with software keys. */
+export interface LinkBinding {
+  tpm: GatewayTpm | null;
+  /** The connection's TLS exporter value (LINK_BINDING_LABEL), null when it is not TLS. */
+  exporter: Buffer | null;
+}
+
 export class GatewayLink {
   readonly gateway: string;
   readonly socket: WebSocket;
   readonly #context: GatewayLinkContext;
+  readonly #binding: LinkBinding;
   /** Null until hello. */
   #endpoint: GatewayEndpoint | null = null;
   /** When hello was recorded: names this link in the store. */
@@ -69,9 +79,10 @@ export class GatewayLink {
   /** The gateway's last health report. */
   health: Health | null = null;
 
-  constructor(socket: WebSocket, gateway: string, context: GatewayLinkContext) {
+  constructor(socket: WebSocket, gateway: string, binding: LinkBinding, context: GatewayLinkContext) {
     this.socket = socket;
     this.gateway = gateway;
+    this.#binding = binding;
     this.#context = context;
     socket.on('message', (data, isBinary) => this.#receive(data, isBinary));
     socket.on('pong', () => {
@@ -145,15 +156,21 @@ export class GatewayLink {
     }
     if (message.t === 'hello') {
       if (this.#endpoint !== null) this.#protocolError('a second hello');
+      else if (!this.#bound(message.binding)) return;
       else {
         // Taken now, so the messages after it in the same burst find the link ready.
         this.#endpoint = message.endpoint;
         this.#enqueue(() =>
-          this.#hello(message.endpoint).catch((error: unknown) => {
-            // A gateway without its snapshot must not stay on a link that looks up: it dials again.
-            this.close(INTERNAL_ERROR, 'the controller could not answer hello; try again');
-            throw error;
-          }),
+          this.#hello(message.endpoint).then(
+            () => {
+              if (this.#binding.tpm !== null) this.#context.attestor.start(this);
+            },
+            (error: unknown) => {
+              // A gateway without its snapshot must not stay on a link that looks up: it dials again.
+              this.close(INTERNAL_ERROR, 'the controller could not answer hello; try again');
+              throw error;
+            },
+          ),
         );
       }
       return;
@@ -184,11 +201,42 @@ export class GatewayLink {
           if (revoke) this.send(revoke);
         });
         break;
+      case 'attestation':
+        this.#context.attestor.answer(this, message);
+        break;
       case 'health':
         // Liveness (alive, above) is what the controller acts on; the figures are kept for a look.
         this.health = message;
         break;
     }
+  }
+
+  /**
+   * A TPM gateway's hello must carry its identity key's signature over this connection's exporter:
+   * checked before anything on the link is acted on. A failure is audited and ends the link.
+   */
+  #bound(binding: Uint8Array | undefined): boolean {
+    const { tpm, exporter } = this.#binding;
+    if (tpm === null) return true;
+    const failure = checkLinkBinding(tpm, exporter, binding);
+    if (failure === null) return true;
+    this.#closing = true;
+    this.#context.log.warn(
+      { gateway: this.gateway, reason: failure },
+      'gateway link refused: channel binding',
+    );
+    this.#context.store
+      .appendAudit({
+        actor: `gateway:${this.gateway}`,
+        action: 'gateway.link',
+        subject: this.gateway,
+        decision: 'deny',
+        reason: failure,
+        details: {},
+      })
+      .catch((error: unknown) => this.#context.log.error({ err: error }, 'could not audit a refused link'))
+      .finally(() => this.socket.close(LINK_CLOSE.unauthorized, closeReason(failure)));
+    return false;
   }
 
   async #hello(endpoint: GatewayEndpoint): Promise<void> {

@@ -9,8 +9,11 @@
 import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
 import {
   encodeLinkMessage,
+  LINK_BINDING_BYTES,
+  LINK_BINDING_LABEL,
   LINK_CLOSE,
   LINK_MAX_MESSAGE_BYTES,
   LINK_PATH,
@@ -19,9 +22,10 @@ import {
 import { type WebSocket, WebSocketServer } from 'ws';
 import { peerCertificatePem } from '../api/peer-certificate.ts';
 import type { CertificateAuthority } from '../ca/index.ts';
-import type { Store } from '../store/index.ts';
+import type { GatewayTpm, Store } from '../store/index.ts';
 import type { Authorizer } from './authorizer.ts';
 import { GatewayLink } from './gateway-link.ts';
+import type { LinkAttestor } from './link-attestation.ts';
 import type { Logger } from './logger.ts';
 import type { PolicyView, PolicyViews } from './policy-view.ts';
 import type { SessionKeeper } from './session-keeper.ts';
@@ -39,6 +43,7 @@ export interface LinkServerOptions {
   views: PolicyViews;
   authorizer: Authorizer;
   sessions: SessionKeeper;
+  attestor: LinkAttestor;
   timeZone: string;
   log: Logger;
   clock?: () => number;
@@ -140,12 +145,20 @@ export class LinkServer {
       );
       return refuse(socket, 401, admitted.reason);
     }
-    this.#wss.handleUpgrade(request, socket, head, (ws) => this.#accept(ws, admitted.gateway));
+    // This connection's TLS exporter value: a TPM gateway signs it in its hello (channel binding).
+    const tls = request.socket as Partial<TLSSocket>;
+    const exporter =
+      typeof tls.exportKeyingMaterial === 'function'
+        ? tls.exportKeyingMaterial(LINK_BINDING_BYTES, LINK_BINDING_LABEL, Buffer.alloc(0))
+        : null;
+    this.#wss.handleUpgrade(request, socket, head, (ws) =>
+      this.#accept(ws, admitted.gateway, admitted.tpm, exporter),
+    );
   }
 
   async #authenticate(
     socket: Duplex,
-  ): Promise<{ ok: true; gateway: string } | { ok: false; reason: string }> {
+  ): Promise<{ ok: true; gateway: string; tpm: GatewayTpm | null } | { ok: false; reason: string }> {
     const { ca, store } = this.#options;
     const pem = peerCertificatePem(socket);
     if (pem === null)
@@ -166,21 +179,27 @@ export class LinkServer {
         ok: false,
         reason: `gateway ${verified.name} is ${gateway?.status ?? 'unknown'}, not enrolled`,
       };
-    return { ok: true, gateway: gateway.name };
+    return { ok: true, gateway: gateway.name, tpm: gateway.tpm };
   }
 
-  #accept(ws: WebSocket, gateway: string): void {
-    const { store, views, authorizer, sessions, ca, timeZone, log } = this.#options;
-    const link = new GatewayLink(ws, gateway, {
-      store,
-      views,
-      authorizer,
-      sessions,
-      policySigningKey: ca.policySigningKey,
-      timeZone,
-      log,
-      clock: this.#clock,
-    });
+  #accept(ws: WebSocket, gateway: string, tpm: GatewayTpm | null, exporter: Buffer | null): void {
+    const { store, views, authorizer, sessions, attestor, ca, timeZone, log } = this.#options;
+    const link = new GatewayLink(
+      ws,
+      gateway,
+      { tpm, exporter },
+      {
+        store,
+        views,
+        authorizer,
+        sessions,
+        attestor,
+        policySigningKey: ca.policySigningKey,
+        timeZone,
+        log,
+        clock: this.#clock,
+      },
+    );
     const previous = this.#links.get(gateway);
     this.#links.set(gateway, link);
     if (previous) {
@@ -189,6 +208,7 @@ export class LinkServer {
     }
     ws.on('error', (error) => log.warn({ err: error, gateway }, 'gateway link error'));
     ws.on('close', (code) => {
+      attestor.stop(link);
       if (this.#links.get(gateway) === link) this.#links.delete(gateway);
       log.info({ gateway, code }, 'gateway link closed');
       const connectedAt = link.connectedAt;

@@ -13,6 +13,7 @@ import { linkEffectOf } from '../events/link-events.ts';
 import type { AuditEntry, Store } from '../store/index.ts';
 import { Authorizer } from './authorizer.ts';
 import { DecisionLog } from './decision-log.ts';
+import { LinkAttestor } from './link-attestation.ts';
 import { LinkServer } from './link-server.ts';
 import type { Logger } from './logger.ts';
 import { PolicyViews } from './policy-view.ts';
@@ -26,10 +27,13 @@ export interface LinkServiceOptions {
   log: Logger;
   clock?: () => number;
   pingIntervalMs?: number;
+  /** How often a TPM gateway is re-attested; default 10 min. */
+  attestIntervalMs?: number;
 }
 
 export interface LinkService {
   server: LinkServer;
+  attestor: LinkAttestor;
   views: PolicyViews;
   authorizer: Authorizer;
   sessions: SessionKeeper;
@@ -46,12 +50,19 @@ export async function startLinkService(options: LinkServiceOptions): Promise<Lin
   const decisions = new DecisionLog(store);
   const authorizer = new Authorizer({ views, decisions, timeZone, log, clock });
   const sessions = new SessionKeeper({ store, views, authorizer, decisions, log, clock });
+  const attestor = new LinkAttestor({
+    store,
+    log,
+    clock,
+    ...(options.attestIntervalMs === undefined ? {} : { intervalMs: options.attestIntervalMs }),
+  });
   const server = new LinkServer({
     store,
     ca,
     views,
     authorizer,
     sessions,
+    attestor,
     timeZone,
     log,
     clock,
@@ -93,6 +104,7 @@ export async function startLinkService(options: LinkServiceOptions): Promise<Lin
 
   return {
     server,
+    attestor,
     views,
     authorizer,
     sessions,

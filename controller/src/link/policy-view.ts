@@ -67,6 +67,9 @@ export function gatewayRefusal(gateway: ViewGateway | undefined, name: string): 
   if (gateway?.status !== 'enrolled' || gateway.keyId === null) return `gateway ${name} is not enrolled`;
   if (gateway.attestation === 'quarantined')
     return `gateway ${name} is quarantined: ${gateway.quarantineReason ?? 'no reason recorded'}`;
+  // Its TPM vouched for a boot state nobody has accepted yet: no pinhole until an operator does.
+  if (gateway.attestation === 'awaiting-approval')
+    return `gateway ${name} awaits approval of its boot state (umbra-controller gateway approve ${name})`;
   return null;
 }
 
