@@ -7,6 +7,9 @@ export * from '@umbra/policy';
 export { ApiError } from './api/api-error.ts';
 export type { ClientServiceResponse, RenewResponse } from './api/client.ts';
 export { type ControllerServer, type ServerOptions, startServer } from './api/server.ts';
+export { AttestedEnrollment } from './attestation/attested-enrollment.ts';
+export { parseEkRoots } from './attestation/ek-roots.ts';
+export { parsePcrFile } from './attestation/pcr-file.ts';
 export * from './ca/index.ts';
 export {
   type ControllerSettings,
@@ -23,10 +26,11 @@ export { type LinkEffect, linkEffectOf } from './events/link-events.ts';
 export { Authorizer, type AuthorizerOptions, type LinkPeer } from './link/authorizer.ts';
 export { DecisionLog, type DecisionRecord } from './link/decision-log.ts';
 export { GatewayLink } from './link/gateway-link.ts';
+export { checkLinkBinding, DEFAULT_ATTEST_INTERVAL_MS, LinkAttestor } from './link/link-attestation.ts';
 export { LINK_PING_INTERVAL_MS, LinkServer, type LinkServerOptions } from './link/link-server.ts';
 export { type LinkService, type LinkServiceOptions, startLinkService } from './link/link-service.ts';
 export { type Logger, silentLogger } from './link/logger.ts';
-export { PolicyView, PolicyViews } from './link/policy-view.ts';
+export { gatewayRefusal, PolicyView, PolicyViews } from './link/policy-view.ts';
 export { KNOCK_WINDOW_MS } from './link/replay-guard.ts';
 export { SessionKeeper } from './link/session-keeper.ts';
 export { buildSnapshot } from './link/snapshot.ts';

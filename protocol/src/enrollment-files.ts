@@ -36,6 +36,8 @@ export async function beginEnrollment(
   tokenText: string,
   dir: string,
   kind: EnrollmentTokenKind,
+  /** Where to reach the controller instead of the token's URL (the CA pin still decides trust). */
+  controllerUrl?: string,
 ): Promise<StartedEnrollment> {
   const token = parseEnrollmentToken(tokenText);
   if (token.kind !== kind)
@@ -48,7 +50,7 @@ export async function beginEnrollment(
     throw new ControllerApiError(
       `${dir} is already enrolled (${ENROLLMENT_FILE}); use another --dir to enroll again`,
     );
-  const url = new URL(token.url);
+  const url = new URL(controllerUrl ?? token.url);
   const caPem = await fetchPinnedCa(url, token.pin);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   return { token, url, caPem };
@@ -71,6 +73,11 @@ export async function completeEnrollment<S extends 'identity' | 'gateway'>(
   tlsPrivateKey: KeyObject,
   answer: unknown,
   subject: S,
+  /**
+   * Keeps the TLS key some other way than DIR/tls.key, e.g. sealed by a TPM; called after the answer
+   * was checked and before enrollment.json is written.
+   */
+  keepKey?: (pkcs8Pem: string) => Promise<void>,
 ): Promise<EnrollmentRecord<S>> {
   const fields = answer as Record<string, unknown> | null;
   if (
@@ -94,6 +101,7 @@ export async function completeEnrollment<S extends 'identity' | 'gateway'>(
     tlsPrivateKey,
     { certificate: fields.certificate, caCertificate: fields.caCertificate },
     record,
+    keepKey,
   );
   return record;
 }
@@ -109,6 +117,7 @@ async function saveEnrollment(
   tlsPrivateKey: KeyObject,
   answer: EnrollmentAnswer,
   record: object,
+  keepKey?: (pkcs8Pem: string) => Promise<void>,
 ): Promise<void> {
   let ca: X509Certificate;
   let leaf: X509Certificate;
@@ -125,13 +134,9 @@ async function saveEnrollment(
     throw new ControllerApiError(
       'the controller issued a certificate that is not for this key or not from its CA',
     );
-  await writeSecretFile(
-    join(dir, TLS_KEY_FILE),
-    tlsPrivateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
-    {
-      overwrite: true,
-    },
-  );
+  const pem = tlsPrivateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+  if (keepKey) await keepKey(pem);
+  else await writeSecretFile(join(dir, TLS_KEY_FILE), pem, { overwrite: true });
   writeFileSync(join(dir, TLS_CERT_FILE), answer.certificate, { mode: 0o644 });
   writeFileSync(join(dir, CA_CERT_FILE), answer.caCertificate, { mode: 0o644 });
   writeFileSync(join(dir, ENROLLMENT_FILE), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o644 });

@@ -345,13 +345,14 @@ export class AttestedEnrollment {
     details: Record<string, unknown>,
     status = 403,
   ): Promise<never> {
+    const short = auditText(reason);
     await this.data.store.appendAudit({
       actor: subject === '?' ? 'gateway' : `gateway:${subject}`,
       action: 'gateway.enroll',
       subject,
       decision: 'deny',
-      reason,
-      details: { attested: true, ...details },
+      reason: short,
+      details: { attested: true, ...details, ...(short === reason ? {} : { fullReason: reason }) },
     });
     throw new EnrollmentRefused(status, reason);
   }
@@ -372,4 +373,10 @@ function decodeKeyText(text: string): string {
     throw new EnrollmentRefused(400, (error as Error).message);
   }
   return text;
+}
+
+/** The audit log's one-line reason holds 256 characters; a longer one is cut (and kept in details). */
+export function auditText(text: string): string {
+  const line = text.replace(/\p{Cc}+/gu, ' ');
+  return line.length <= 256 ? line : `${line.slice(0, 255)}…`;
 }

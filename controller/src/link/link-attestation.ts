@@ -29,7 +29,7 @@ import {
   TPM_ALG,
   verifyQuote,
 } from '@umbra/tpm2';
-import { pcrBanksOf } from '../attestation/attested-enrollment.ts';
+import { auditText, pcrBanksOf } from '../attestation/attested-enrollment.ts';
 import type { GatewayTpm, PcrValues, Store } from '../store/index.ts';
 import type { Logger } from './logger.ts';
 
@@ -196,7 +196,7 @@ export class LinkAttestor {
 
   async #quarantine(name: string, reason: string): Promise<'quarantined'> {
     const before = await this.#store.getGatewayByName(name);
-    await this.#store.quarantineGateway(name, reason, this.#clock(), 'controller');
+    await this.#store.quarantineGateway(name, auditText(reason), this.#clock(), 'controller');
     if (before?.attestation.state !== 'quarantined')
       this.#log.error(
         { alert: 'gateway-quarantined', gateway: name, reason },

@@ -12,12 +12,14 @@ import { NftablesFirewall } from './firewall/index.ts';
 import { STATS_FILE, startGateway } from './gateway.ts';
 import { createGatewayKeys, PUBLIC_KEY_FILE } from './keys.ts';
 import { checkCapabilities, checkInterface } from './preflight.ts';
+import { enrollGatewayWithTpm } from './tpm/attested-enroll.ts';
 
 const USAGE = `umbra-gateway: a Single Packet Authorization gateway that answers nothing until a valid knock
 
 Usage:
   umbra-gateway keygen --dir DIR [--force]   create the gateway key pair; prints the public key
-  umbra-gateway enroll --token TOKEN --dir DIR  enroll with a controller (software keys)
+  umbra-gateway enroll --token TOKEN --dir DIR [--tpm ADDRESS] [--controller URL]
+                                              enroll with a controller (attested with --tpm)
   umbra-gateway run --dir DIR --interface IF [--config FILE]
                                               run an enrolled gateway, its controller deciding
   umbra-gateway run --config FILE             run a standalone gateway (clients in the file)
@@ -33,14 +35,27 @@ const HELP: Record<string, string> = {
 Creates the gateway's X25519 key pair: DIR/gateway.key (private, mode 0600) and DIR/gateway.pub.
 Prints the public key, one line of base64, for clients' --gateway-key.
 An existing key is kept unless --force is given: enrolled clients know the old public key.`,
-  enroll: `Usage: umbra-gateway enroll --token TOKEN --dir DIR
+  enroll: `Usage: umbra-gateway enroll --token TOKEN --dir DIR [--tpm ADDRESS] [--controller URL]
+                            [--firmware-version VERSION]
 
 Enrolls this gateway with the controller the one-time gateway TOKEN names (from \`umbra-controller
 gateway token create\`). The controller is recognised by the CA pin the token carries. Makes the
 gateway's SPA key (DIR/gateway.key, printed to clients as DIR/gateway.pub) and a TLS key (DIR/tls.key,
 mode 0600), and stores the certificate the controller issues (DIR/tls.crt, DIR/ca.crt) with
-DIR/enrollment.json. Prints the SPA public key. The keys are software keys: attested enrollment with
-the box's TPM replaces this where there is one.`,
+DIR/enrollment.json. Prints the SPA public key.
+
+Without --tpm the keys are software keys and the gateway is unattested. With --tpm (device:/dev/tpmrm0,
+swtpm:HOST:PORT or swtpm-unix:PATH) the enrollment is attested: the TPM's EK certificate must chain to
+a manufacturer CA the controller trusts; an attestation key (persistent handle 0x81000002) and the
+gateway identity key (0x81000003) are created under the storage key (0x81000001); the attestation key
+is proven with MakeCredential/ActivateCredential, and a quote over the boot PCRs (sha256:0-7) with
+the controller's nonce is checked against the golden values of --firmware-version (or recorded for an
+operator to approve: umbra-controller gateway approve NAME). The TLS key and the replay-state key are
+then sealed by the TPM to sha256 PCRs 0,2,4,7 (DIR/keys.sealed; no DIR/tls.key), and DIR/tpm.json
+records the TPM. A refusal is printed with the controller's reason.
+
+--controller URL reaches the controller at URL instead of the address in the token (the token's CA
+pin still decides whom to trust).`,
   run: `Usage: umbra-gateway run --dir DIR --interface IF [--config FILE]
        umbra-gateway run --config FILE
 
@@ -78,13 +93,36 @@ async function main(argv: string[]): Promise<number> {
   const { command, args } = picked;
 
   if (command === 'enroll') {
-    const values = parse(command, args, { token: { type: 'string' }, dir: { type: 'string' } });
+    const values = parse(command, args, {
+      token: { type: 'string' },
+      dir: { type: 'string' },
+      tpm: { type: 'string' },
+      controller: { type: 'string' },
+      'firmware-version': { type: 'string' },
+    });
     if (values.help) return help(command);
     const dir = required(command, values, 'dir');
-    const enrollment = await enrollGateway(required(command, values, 'token'), dir);
+    const token = required(command, values, 'token');
+    if (values.tpm === undefined && values['firmware-version'] !== undefined)
+      throw new ConfigError('--firmware-version goes with --tpm: only an attested enrollment quotes PCRs');
+    const enrollment =
+      values.tpm === undefined
+        ? await enrollGateway(token, dir, values.controller)
+        : await enrollGatewayWithTpm(token, dir, {
+            tpm: values.tpm,
+            ...(values.controller ? { controllerUrl: values.controller } : {}),
+            ...(values['firmware-version'] ? { firmwareVersion: values['firmware-version'] } : {}),
+            progress: (step) => process.stderr.write(`umbra-gateway: ${step}\n`),
+          });
     process.stderr.write(
       `umbra-gateway: enrolled as ${enrollment.gateway} with ${enrollment.controller}; certificate valid until ${enrollment.notAfter}\n`,
     );
+    if ('attestation' in enrollment)
+      process.stderr.write(
+        enrollment.attestation === 'approved'
+          ? 'umbra-gateway: attested: the boot PCRs match the golden values of this firmware\n'
+          : `umbra-gateway: attested, awaiting approval: its knocks are refused until an operator runs \`umbra-controller gateway approve ${enrollment.gateway}\`\n`,
+      );
     console.log(readFileSync(join(dir, PUBLIC_KEY_FILE), 'utf8').trim());
     return 0;
   }

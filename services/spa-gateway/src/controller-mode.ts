@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import {
   CA_CERT_FILE,
   ENROLLMENT_FILE,
+  linkBindingDigest,
   type Revoke,
   readSecretFile,
   TLS_CERT_FILE,
@@ -19,9 +20,10 @@ import type { GatewayConfig } from './config.ts';
 import { ConfigError } from './config.ts';
 import { ControllerAdmission } from './controller-admission.ts';
 import type { Firewall } from './firewall/index.ts';
-import { ControllerLink } from './link/controller-link.ts';
+import { ControllerLink, type LinkIdentity } from './link/controller-link.ts';
 import { PolicyCache, portOf } from './link/policy-cache.ts';
 import type { Rejections } from './rejections.ts';
+import type { GatewayTpm } from './tpm/gateway-tpm.ts';
 import { defaultTunnelWorkers, type Grant, Grants, TunnelListener } from './tunnel/index.ts';
 
 const HEALTH_INTERVAL_MS = 30_000;
@@ -46,17 +48,26 @@ interface Enrollment {
 
 export async function startControllerMode(
   config: GatewayConfig & { enrollmentDir: string },
-  deps: { firewall: Firewall; rejections: Rejections; log: Logger; acceptedKnocks(): number },
+  deps: {
+    firewall: Firewall;
+    rejections: Rejections;
+    log: Logger;
+    acceptedKnocks(): number;
+    /** An attested gateway: its TPM, and the TLS key it unsealed. */
+    attested?: { tpm: GatewayTpm; tlsKey: string };
+  },
 ): Promise<ControllerMode> {
-  const { firewall, rejections, log } = deps;
+  const { firewall, rejections, log, attested } = deps;
   const dir = config.enrollmentDir;
   const enrollment = readEnrollment(dir);
   const keyPath = join(dir, TLS_KEY_FILE);
-  const key = readSecretFile(
-    keyPath,
-    keyPath,
-    `enroll the gateway first: umbra-gateway enroll --token TOKEN --dir ${dir}`,
-  );
+  const key =
+    attested?.tlsKey ??
+    readSecretFile(
+      keyPath,
+      keyPath,
+      `enroll the gateway first: umbra-gateway enroll --token TOKEN --dir ${dir}`,
+    );
   const cert = readFileSync(join(dir, TLS_CERT_FILE), 'utf8');
   const ca = readFileSync(join(dir, CA_CERT_FILE), 'utf8');
 
@@ -126,6 +137,7 @@ export async function startControllerMode(
     },
     onRevoke: (message) => revoke(message),
     onConnected: () => admission?.flushQueued(),
+    ...(attested ? { identity: tpmLinkIdentity(attested.tpm) } : {}),
     log,
   });
   admission = new ControllerAdmission({
@@ -281,4 +293,19 @@ function interfaceAddress(name: string, configPath: string): string {
       `${configPath}: interface ${name} has no address to give clients; set controller.advertise to the address or name clients use`,
     );
   return chosen.address;
+}
+
+/** The link's proofs from the TPM: the identity key signs each link's binding, the AK quotes on request. */
+function tpmLinkIdentity(tpm: GatewayTpm): LinkIdentity {
+  return {
+    bind: (exporter) => tpm.signWithIdentity(linkBindingDigest(exporter)),
+    attest: async (request) => {
+      const quote = await tpm.quote(request.nonce, request.bank, request.pcrs);
+      return {
+        attest: quote.attest,
+        signature: quote.signature,
+        pcrValues: Object.fromEntries([...quote.pcrValues].map(([index, digest]) => [String(index), digest])),
+      };
+    },
+  };
 }

@@ -19,8 +19,12 @@ import { createGatewayKeys, loadGatewayKeys, PRIVATE_KEY_FILE } from './keys.ts'
 
 export type GatewayEnrollment = EnrollmentRecord<'gateway'>;
 
-export async function enrollGateway(tokenText: string, dir: string): Promise<GatewayEnrollment> {
-  const started = await beginEnrollment(tokenText, dir, 'gateway');
+export async function enrollGateway(
+  tokenText: string,
+  dir: string,
+  controllerUrl?: string,
+): Promise<GatewayEnrollment> {
+  const started = await beginEnrollment(tokenText, dir, 'gateway', controllerUrl);
   // Keys from an earlier attempt that failed are kept: a retry must not die on "file exists".
   const spa = existsSync(join(dir, PRIVATE_KEY_FILE)) ? loadGatewayKeys(dir) : await createGatewayKeys(dir);
   const tls = generateKeyPairSync('ec', { namedCurve: 'P-256' });

@@ -18,6 +18,7 @@ import { KnockPipeline } from './pipeline.ts';
 import { Rejections } from './rejections.ts';
 import { ReplayGuard } from './replay.ts';
 import { selfTest } from './self-test.ts';
+import { isAttested, unsealKeys } from './tpm/sealed-keys.ts';
 
 export const STATS_FILE = 'stats.json';
 const STATS_INTERVAL_MS = 1000;
@@ -57,17 +58,30 @@ export async function startGateway(
   firewall.install();
   const receiver = new SpaReceiver(keys.privateKey);
   selfTest(receiver);
+  // After the firewall: a box whose keys will not unseal stops here, dark.
+  const attested =
+    config.enrollmentDir !== undefined && isAttested(config.enrollmentDir)
+      ? await unsealKeys(config.enrollmentDir)
+      : undefined;
   const replay = new ReplayGuard({
     stateDir: config.stateDir,
     windowMs: config.timeWindowSeconds * 1000,
     now: deps.now,
+    ...(attested ? { stateKey: attested.keys.replayKey } : {}),
   });
+  if (replay.distrust) log.warn({ reason: replay.distrust }, 'the replay state was not trusted');
   const rejections = new Rejections(log, config.log.rejectionsPerSecond);
   let controllerMode: ControllerMode | undefined;
   if (config.enrollmentDir !== undefined)
     controllerMode = await startControllerMode(
       { ...config, enrollmentDir: config.enrollmentDir },
-      { firewall, rejections, log, acceptedKnocks: () => pipeline.accepted },
+      {
+        firewall,
+        rejections,
+        log,
+        acceptedKnocks: () => pipeline.accepted,
+        ...(attested ? { attested: { tpm: attested.tpm, tlsKey: attested.keys.tlsKey } } : {}),
+      },
     );
   const pipeline: KnockPipeline = new KnockPipeline({
     receiver,
@@ -140,10 +154,17 @@ export async function startGateway(
       spaPort: config.spaPort,
       clients: config.clients.length,
       mode: controllerMode ? 'controller' : 'standalone',
-      attestation: 'none: software keys',
+      attestation: attested
+        ? `TPM ${attested.record.address}: identity key 0x${attested.record.handles.identity.toString(16)}, keys sealed to sha256 PCRs ${attested.record.sealedTo.pcrs.join(',')}`
+        : 'none: software keys',
     },
     'gateway dark and listening for knocks',
   );
+  if (!attested)
+    log.warn(
+      'unattested: this gateway holds software keys and no TPM vouches for its identity or boot state ' +
+        '(enroll with --tpm for an attested gateway)',
+    );
   return {
     pipeline,
     stats,
@@ -152,6 +173,7 @@ export async function startGateway(
       capture.close();
       await controllerMode?.stop();
       replay.close();
+      await attested?.tpm.close();
       await writing;
       await writeStats();
       lock.release();

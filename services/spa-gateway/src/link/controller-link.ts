@@ -6,11 +6,16 @@
 // Requests (authorize) wait at most AUTHORIZE_TIMEOUT_MS; an answer that does not come in time, or
 // a link that is down, is `null`, and the caller falls back to its failMode.
 
+import type { TLSSocket } from 'node:tls';
 import {
+  type Attest,
+  type Attestation,
   checkControllerIdentity,
   type DecisionMessage,
   decodeToGateway,
   encodeLinkMessage,
+  LINK_BINDING_BYTES,
+  LINK_BINDING_LABEL,
   LINK_CLOSE,
   LINK_MAX_MESSAGE_BYTES,
   LINK_PATH,
@@ -32,6 +37,14 @@ const SILENCE_LIMIT_MS = 40_000;
 /** Requests in flight at once; beyond this a knock is decided as if the controller were away. */
 const MAX_PENDING = 4_096;
 
+/** A gateway enrolled with a TPM: how it proves, on each link, that the TPM is still behind it. */
+export interface LinkIdentity {
+  /** The identity key's signature (a marshalled TPMT_SIGNATURE) over linkBindingDigest(exporter). */
+  bind(exporter: Uint8Array): Promise<Uint8Array>;
+  /** A fresh quote for the controller's re-attestation. */
+  attest(request: Attest): Promise<Omit<Attestation, 't' | 'id'>>;
+}
+
 export interface ControllerLinkOptions {
   url: URL;
   key: string;
@@ -44,6 +57,8 @@ export interface ControllerLinkOptions {
   /** Each time the link comes up (after hello), e.g. to send what was queued while it was down. */
   onConnected?(): void;
   log: Logger;
+  /** Present on a gateway enrolled with a TPM. */
+  identity?: LinkIdentity;
   /** Backoff randomness, injectable for tests. */
   random?: () => number;
 }
@@ -125,19 +140,19 @@ export class ControllerLink {
     });
     this.socket = socket;
     socket.binaryType = 'nodebuffer';
+    let tls: TLSSocket | undefined;
+    socket.on('upgrade', (response) => {
+      tls = response.socket as TLSSocket;
+    });
     socket.on('open', () => {
-      this.failures = 0;
-      this.ready = true;
-      this.connects++;
       this.heard();
-      log.info({ controller: url.origin }, 'linked to the controller');
-      this.send({
-        t: 'hello',
-        version: LINK_VERSION,
-        snapshotVersion: this.options.snapshotVersion(),
-        endpoint: this.options.endpoint,
+      this.sayHello(socket, tls).catch((error: unknown) => {
+        log.error(
+          { controller: url.origin, err: (error as Error).message },
+          'the TPM could not sign this link; reconnecting',
+        );
+        socket.terminate();
       });
-      this.options.onConnected?.();
     });
     socket.on('ping', () => this.heard());
     socket.on('message', (data, isBinary) => {
@@ -174,6 +189,44 @@ export class ControllerLink {
     });
   }
 
+  /** hello, with the TPM's channel binding when there is a TPM; the link is ready once it is sent. */
+  private async sayHello(socket: WebSocket, tls: TLSSocket | undefined): Promise<void> {
+    const { identity, url, log } = this.options;
+    let binding: Uint8Array | undefined;
+    if (identity) {
+      if (!tls) throw new Error('the link is not over TLS; it cannot be bound to the TPM');
+      binding = await identity.bind(
+        tls.exportKeyingMaterial(LINK_BINDING_BYTES, LINK_BINDING_LABEL, Buffer.alloc(0)),
+      );
+    }
+    if (this.socket !== socket || socket.readyState !== socket.OPEN) return;
+    this.failures = 0;
+    this.ready = true;
+    this.connects++;
+    log.info({ controller: url.origin, bound: binding !== undefined }, 'linked to the controller');
+    this.send({
+      t: 'hello',
+      version: LINK_VERSION,
+      snapshotVersion: this.options.snapshotVersion(),
+      endpoint: this.options.endpoint,
+      ...(binding ? { binding } : {}),
+    });
+    this.options.onConnected?.();
+  }
+
+  private answerAttest(request: Attest): void {
+    const { identity, log } = this.options;
+    if (!identity) {
+      log.warn('the controller asked for a TPM quote, but this gateway has no TPM');
+      return;
+    }
+    identity.attest(request).then(
+      (answer) => this.send({ t: 'attestation', id: request.id, ...answer }),
+      (error: unknown) =>
+        log.error({ err: (error as Error).message }, 'the TPM could not quote for re-attestation'),
+    );
+  }
+
   private receive(frame: Buffer) {
     let message: ReturnType<typeof decodeToGateway>;
     try {
@@ -196,6 +249,8 @@ export class ControllerLink {
         return this.options.onPolicy(message);
       case 'revoke':
         return this.options.onRevoke(message);
+      case 'attest':
+        return this.answerAttest(message);
     }
   }
 
