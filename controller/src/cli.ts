@@ -163,14 +163,20 @@ Prints the open sessions (with --all, closed ones too) as JSON.`,
   audit: `Usage: umbra-controller audit --data DIR [--after SEQ]
 
 Prints the audit log as JSON lines, oldest first, from after sequence number SEQ.`,
-  serve: `Usage: umbra-controller serve --data DIR --listen HOST:PORT
+  serve: `Usage: umbra-controller serve --data DIR --listen HOST:PORT [--attest-interval SECONDS]
 
 Serves the controller in the foreground (TLS 1.3, a certificate from its own CA for the host in its
 URL), logging JSON lines: enrollment for devices (\`umbra enroll\`) and gateways (\`umbra-gateway
 enroll\`); the gateway link (wss://HOST:PORT/v1/link, mutual TLS), which decides every knock and
 pushes policy and revocations; the client API (service lookup, certificate renewal). Changes made
 by the other commands, or by another controller sharing the database, reach the gateways within
-50 ms (SQLite) or at once (PostgreSQL, LISTEN/NOTIFY). Stop it with SIGTERM or Ctrl-C.`,
+50 ms (SQLite) or at once (PostgreSQL, LISTEN/NOTIFY). Stop it with SIGTERM or Ctrl-C.
+
+Gateways enrolled with a TPM (\`umbra-gateway enroll --tpm\`) must sign each link with their TPM
+identity key and are re-attested when they link and then every --attest-interval seconds (default
+600): a fresh nonce, a quote over the boot PCRs, compared with the gateway's golden values. A quote
+that does not verify or PCRs that drifted quarantine the gateway (its knocks are refused, an ALERT
+line is logged, the audit log says why) until \`umbra-controller gateway release NAME\`.`,
 } as const;
 
 type Command = keyof typeof HELP;
@@ -560,6 +566,8 @@ async function main(argv: string[]): Promise<number> {
               ? {}
               : { quarantineReason: gateway.attestation.quarantineReason }),
             firmwareVersion: gateway.attestation.firmwareVersion,
+            // The TPM it enrolled with (SHA-256 of its EK's public key), null for software keys.
+            ekHash: gateway.tpm?.ekHash ?? null,
             attestedPcrs: gateway.attestation.pcrs,
             goldenPcrs: gateway.attestation.golden,
           })),
@@ -579,14 +587,23 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'serve': {
-      const { values } = parseCommand(help, rest, { ...data, listen: { type: 'string' } });
+      const { values } = parseCommand(help, rest, {
+        ...data,
+        listen: { type: 'string' },
+        'attest-interval': { type: 'string' },
+      });
       if (values.help) return show(help);
       const { host, port } = parseListen(required(help, values, 'listen'));
+      const attestSeconds = Number(values['attest-interval'] ?? 600);
+      if (!Number.isInteger(attestSeconds) || attestSeconds < 1 || attestSeconds > 86_400)
+        throw new UsageError(
+          `--attest-interval: expected whole seconds from 1 to 86400, got "${values['attest-interval']}"`,
+        );
       const opened = await openDataDir(required(help, values, 'data'), values.database);
       // Loaded here: the HTTPS server, the link and their dependencies would slow every admin
       // command's start, and a revocation's time counts from the command.
       const { startServer } = await import('./api/server.ts');
-      const server = await startServer(opened, host, port);
+      const server = await startServer(opened, host, port, { attestIntervalMs: attestSeconds * 1000 });
       await new Promise<void>((resolve) => {
         const stop = () => {
           server.close().then(resolve, resolve);

@@ -18,6 +18,8 @@ export interface ControllerOptions {
   listen: string;
   /** postgres://… when the records live in PostgreSQL. */
   database?: string;
+  /** `serve --attest-interval`: how often TPM gateways are re-attested (default 600 s). */
+  attestIntervalSeconds?: number;
 }
 
 export class ControllerProcess {
@@ -54,7 +56,7 @@ export class ControllerProcess {
   }
 
   async launch(): Promise<void> {
-    const { data, listen, database } = this.options;
+    const { data, listen, database, attestIntervalSeconds } = this.options;
     const child = this.host.spawn(
       [
         CONTROLLER_BIN,
@@ -64,6 +66,7 @@ export class ControllerProcess {
         '--listen',
         listen,
         ...(database ? ['--database', database] : []),
+        ...(attestIntervalSeconds ? ['--attest-interval', String(attestIntervalSeconds)] : []),
       ],
       { env: TOOL_ENV },
     );

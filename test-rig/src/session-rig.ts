@@ -12,10 +12,12 @@
 // file — how the test sends the gateway to one controller and the client to the other.
 
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestPostgres, type TestPostgres } from '@umbra/controller';
+import { openTransport, TPM_ALG, TPM_RC, Tpm, TpmError } from '@umbra/tpm2';
+import { type Swtpm, startSwtpm } from '@umbra/tpm2/testing';
 import { CONTROLLER_BIN, ControllerProcess } from './controller.ts';
 import { LineReader } from './lines.ts';
 import type { Host } from './topology.ts';
@@ -45,7 +47,16 @@ export interface SessionRigOptions {
   storage: 'sqlite' | 'postgres';
   /** Extra gateway settings (e.g. controller.failMode). */
   gatewaySettings?: Record<string, unknown>;
+  /**
+   * Enroll the gateway with a TPM: a swtpm on a Unix socket (reachable from the gateway's namespace),
+   * its EK CA added with `ekca add`, its boot PCRs recorded as firmware FIRMWARE_VERSION's golden
+   * values with `firmware pcrs add`, and the controllers re-attesting every `attestIntervalSeconds`.
+   */
+  tpm?: { attestIntervalSeconds: number };
 }
+
+/** The firmware version an attested rig's gateway reports, whose golden PCRs the rig records. */
+export const FIRMWARE_VERSION = '1.0.0';
 
 export interface UmbraConnect {
   child: ChildProcess;
@@ -62,6 +73,8 @@ export interface SessionRig {
   gateway: GatewayProcess;
   backend: TestPostgres;
   storage?: TestPostgres;
+  /** The gateway's TPM, when the rig was built with `tpm`. */
+  swtpm?: Swtpm;
   /** Enrolls a device on the client host; returns its directory. */
   enrollDevice(name: string, groups: string[]): Promise<string>;
   /** `service add`: the service NAME (default db) is the backend's PostgreSQL, through the gateway, tunnel mode. */
@@ -90,9 +103,11 @@ export async function buildSessionRig(options: SessionRigOptions): Promise<Sessi
   const dir = mkdtempSync(join(tmpdir(), 'umbra-session-'));
   topology.addCleanup(() => rmSync(dir, { recursive: true, force: true }));
   const started: TestPostgres[] = [];
+  let swtpm: Swtpm | undefined;
   const destroy = async () => {
     // The servers first: one running in a namespace must not outlive it.
     for (const server of started) await server.stop();
+    await swtpm?.stop();
     await topology.destroy();
   };
   try {
@@ -161,14 +176,32 @@ export async function buildSessionRig(options: SessionRigOptions): Promise<Sessi
     const controllers: ControllerProcess[] = [];
     for (const host of controllerHosts)
       controllers.push(
-        await ControllerProcess.start(host, { data, listen: `${host.ipv4}:${CONTROLLER_PORT}`, database }),
+        await ControllerProcess.start(host, {
+          data,
+          listen: `${host.ipv4}:${CONTROLLER_PORT}`,
+          database,
+          ...(options.tpm ? { attestIntervalSeconds: options.tpm.attestIntervalSeconds } : {}),
+        }),
       );
     const admin = controllers[0]!;
 
     // The gateway: token, enrollment over the network, then run with the controller deciding.
     const gatewayToken = (await admin.admin('gateway', 'token', 'create', '--name', 'branch1')).trim();
     const gatewayDir = join(dir, 'gateway');
-    await gw.run([GATEWAY_BIN, 'enroll', '--token', gatewayToken, '--dir', gatewayDir], { env: TOOL_ENV });
+    const tpmArgs: string[] = [];
+    if (options.tpm) {
+      swtpm = await startSwtpm({ transport: 'unix' });
+      const roots = join(dir, 'ek-ca.pem');
+      writeFileSync(roots, Buffer.concat([readFileSync(swtpm.rootCaCert), readFileSync(swtpm.issuerCert)]));
+      await admin.admin('ekca', 'add', roots);
+      const golden = join(dir, 'golden-pcrs.json');
+      writeFileSync(golden, JSON.stringify({ sha256: await bootPcrs(swtpm.address) }));
+      await admin.admin('firmware', 'pcrs', 'add', FIRMWARE_VERSION, golden);
+      tpmArgs.push('--tpm', swtpm.address, '--firmware-version', FIRMWARE_VERSION);
+    }
+    await gw.run([GATEWAY_BIN, 'enroll', '--token', gatewayToken, '--dir', gatewayDir, ...tpmArgs], {
+      env: TOOL_ENV,
+    });
     const gateway = await GatewayProcess.startEnrolled(gw, {
       dir: gatewayDir,
       extra: { log: { level: 'info', rejectionsPerSecond: 1000 }, ...options.gatewaySettings },
@@ -227,6 +260,7 @@ export async function buildSessionRig(options: SessionRigOptions): Promise<Sessi
       gateway,
       backend,
       storage,
+      ...(swtpm ? { swtpm } : {}),
       enrollDevice,
       addDatabaseService,
       startConnect,
@@ -236,4 +270,39 @@ export async function buildSessionRig(options: SessionRigOptions): Promise<Sessi
     await destroy();
     throw error;
   }
+}
+
+/** SHA-256 PCRs 0-7 as the TPM holds them now, index → hex: what an operator records from a good box. */
+export async function bootPcrs(address: string): Promise<Record<string, string>> {
+  const tpm = await startedTpm(address);
+  try {
+    const read = await tpm.pcrRead([{ hash: TPM_ALG.SHA256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7] }]);
+    return Object.fromEntries(
+      [...(read.banks.get(TPM_ALG.SHA256) ?? [])].map(([index, digest]) => [
+        String(index),
+        Buffer.from(digest).toString('hex'),
+      ]),
+    );
+  } finally {
+    await tpm.close();
+  }
+}
+
+/** Extends a boot PCR, as booting other firmware would have. */
+export async function extendBootPcr(address: string, pcr: number): Promise<void> {
+  const tpm = await startedTpm(address);
+  try {
+    await tpm.pcrExtend(pcr, [{ hash: TPM_ALG.SHA256, digest: Buffer.alloc(32, 0x42) }]);
+  } finally {
+    await tpm.close();
+  }
+}
+
+/** The TPM at `address`, started as a platform's firmware would have (a fresh swtpm is not). */
+async function startedTpm(address: string): Promise<Tpm> {
+  const tpm = new Tpm(openTransport(address));
+  await tpm.startup().catch((error: unknown) => {
+    if (!(error instanceof TpmError && error.base === TPM_RC.INITIALIZE)) throw error;
+  });
+  return tpm;
 }

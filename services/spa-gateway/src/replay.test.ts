@@ -300,6 +300,13 @@ describe('with a state key, the state is tamper-evident', () => {
     assert.equal(downgraded.forgedJournalLines, 1);
   });
 
+  test('a first start with a key (no state yet) trusts itself and takes a fresh knock at once', () => {
+    const fresh = new ReplayGuard({ stateDir: mkdtempSync(join(dir, 'f')), windowMs: window, stateKey: key });
+    assert.equal(fresh.distrust, null);
+    assert.equal(fresh.check(id, Date.now(), 'first'), 'fresh');
+    fresh.close();
+  });
+
   test('a key that is not 32 bytes is refused at construction, without echoing it', () => {
     for (const length of [0, 16, 31, 33, 64]) {
       const bad = new Uint8Array(length).fill(0x5a);

@@ -33,7 +33,7 @@
 // window, so no knock accepted before can be replayed. Marks read from an untrusted snapshot are
 // still applied (they can only refuse more). The snapshot written at start carries the new MAC, so
 // the state is trusted again at the next start. A missing snapshot with a key (first start, or a
-// deleted state) also gets the now + window floor. Not detected: removing trailing journal lines,
+// deleted state) gets the boot-time floor, as without a key. Not detected: removing trailing journal lines,
 // or rolling both files back to an earlier authentic pair; that needs a TPM monotonic counter.
 // Without a key the format is the one above; a keyless gateway that finds keyed state (a snapshot
 // with a `mac`, or MAC-form journal lines) cannot check it and distrusts it the same way.
@@ -148,8 +148,10 @@ export class ReplayGuard {
       // A floor a previous run wrote (after a distrust or an unclean reboot) outlives a restart.
       const kept = trusted ? previous?.snapshot.notBeforeMs : undefined;
       if (Number.isSafeInteger(kept)) notBeforeMs = Math.max(notBeforeMs, kept as number);
-      // No snapshot with a key: a first start, or deleted state. Nothing can tell them apart.
-      if (previous === null) notBeforeMs = Math.max(notBeforeMs, startMs + this.windowMs);
+      // No snapshot at all (a first start, or deleted state) gets only the boot-time floor above:
+      // state deleted offline is followed by a boot, whose floor refuses every knock made before
+      // it; deleting it under a running gateway takes root on the box, which holds the unsealed
+      // keys anyway. A freshly enrolled gateway must not refuse its first window of knocks.
     }
     // Any knock accepted before carried a timestamp at most its arrival + window, so at most this.
     if (!trusted) notBeforeMs = Math.max(notBeforeMs, startMs + this.windowMs);
