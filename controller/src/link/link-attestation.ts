@@ -23,6 +23,7 @@ import {
   describePcrDifferences,
   ecdsaSignatureP1363,
   publicKeyObject,
+  type QuoteClock,
   Reader,
   readPublicArea,
   readSignature,
@@ -76,6 +77,8 @@ export interface AttestableLink {
 
 interface Running {
   timer: NodeJS.Timeout;
+  /** The clock of this link's last good quote: a TPM clock that goes back without a reset is refused. */
+  clock?: QuoteClock;
   pending: Map<number, { nonce: Buffer; resolve(answer: Attestation | null): void }>;
 }
 
@@ -140,14 +143,19 @@ export class LinkAttestor {
       return 'no-answer';
     }
     try {
-      return await this.#judge(link.gateway, nonce, answer);
+      return await this.#judge(link.gateway, nonce, answer, running);
     } catch (error) {
       this.#log.error({ err: error, gateway: link.gateway }, 'a re-attestation could not be judged');
       return 'no-answer';
     }
   }
 
-  async #judge(name: string, nonce: Buffer, answer: Attestation): Promise<'ok' | 'quarantined' | 'skipped'> {
+  async #judge(
+    name: string,
+    nonce: Buffer,
+    answer: Attestation,
+    running: Running,
+  ): Promise<'ok' | 'quarantined' | 'skipped'> {
     const gateway = await this.#store.getGatewayByName(name);
     if (!gateway?.tpm || gateway.status !== 'enrolled') return 'skipped';
     const values = new Map<number, Uint8Array>();
@@ -159,8 +167,11 @@ export class LinkAttestor {
       nonce,
       pcrs: new Map([[TPM_ALG.SHA256, values]]),
       selection: [{ hash: TPM_ALG.SHA256, pcrs: [...BOOT_PCRS.pcrs] }],
+      requireAttestationKey: true,
+      ...(running.clock ? { previous: running.clock } : {}),
     });
     if (!quote.ok) return this.#quarantine(name, `re-attestation failed: ${quote.reason}`);
+    running.clock = quote.quote.clockInfo;
     const pcrs: PcrValues = {
       bank: BOOT_PCRS.bank,
       pcrs: Object.fromEntries(
