@@ -7,6 +7,9 @@ import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { TPM_ALG, TPM_CC, TPM_HT, TPM_RH, TPM_SE, TPM_SU, TPMA_NV } from './constants.ts';
@@ -27,7 +30,7 @@ import {
 import { SWTPM_SETUP, type Swtpm, startSwtpm } from './testing/swtpm.ts';
 import { Tpm } from './tpm.ts';
 import { parseEkCertificate } from './verifier/ek-certificate.ts';
-import { makeCredential } from './verifier/make-credential.ts';
+import { fromTpm2ToolsCredentialFile, makeCredential } from './verifier/make-credential.ts';
 
 const run = promisify(execFile);
 
@@ -227,6 +230,59 @@ describe('NV, sessions and ActivateCredential over swtpm', () => {
           );
         });
       });
+    });
+  }
+
+  for (const [label, template] of [
+    ['RSA-2048', rsaEkTemplate],
+    ['ECC P-256', eccEkTemplate],
+  ] as const) {
+    test(`ActivateCredential: tpm2_makecredential's credential for our AK (${label} EK) is recovered in-process`, async () => {
+      const work = mkdtempSync(join(tmpdir(), 'umbra-makecred-'));
+      try {
+        const ek = await tpm.createPrimary(TPM_RH.ENDORSEMENT, template());
+        await tpm.withTransient(ek.handle, async (ekHandle) => {
+          const srk = await tpm.createPrimary(TPM_RH.OWNER, eccStorageTemplate());
+          const ak = await tpm.withTransient(srk.handle, async (parent) =>
+            tpm.load(parent, await tpm.create(parent, eccAttestationTemplate())),
+          );
+          await tpm.withTransient(ak.handle, async (akHandle) => {
+            // tpm2-tools reads the EK as a TPM2B_PUBLIC and the AK by its Name in hex.
+            writeFileSync(join(work, 'ek.pub'), new Writer().tpm2b(ek.publicBytes).finish());
+            const secret = new Uint8Array(randomBytes(32));
+            writeFileSync(join(work, 'secret.bin'), secret);
+            await run('tpm2_makecredential', [
+              '-T',
+              'none',
+              '-u',
+              join(work, 'ek.pub'),
+              '-s',
+              join(work, 'secret.bin'),
+              '-n',
+              Buffer.from(ak.name).toString('hex'),
+              '-o',
+              join(work, 'theirs.cred'),
+            ]);
+            const theirs = fromTpm2ToolsCredentialFile(
+              new Uint8Array(readFileSync(join(work, 'theirs.cred'))),
+            );
+            const released = await tpm.withSession(TPM_SE.POLICY, async (session) => {
+              await tpm.policySecret(TPM_RH.ENDORSEMENT, session);
+              return tpm.activateCredential(
+                akHandle,
+                ekHandle,
+                theirs.credentialBlob,
+                theirs.encryptedSecret,
+                passwordSession(),
+                session,
+              );
+            });
+            assert.deepEqual(released, secret);
+          });
+        });
+      } finally {
+        rmSync(work, { recursive: true, force: true });
+      }
     });
   }
 
