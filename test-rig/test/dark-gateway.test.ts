@@ -152,6 +152,13 @@ test('packets the kernel itself would answer (bad IPv4 option, unknown IPv6 hop-
   assert.equal(sent.packets, 0, `the gateway answered: ${sent.summary?.join(' | ')}`);
 });
 
+test('the standalone gateway, with software keys, says in its log that it is unattested', async () => {
+  const ready = gateway.logs.find((line) => line.msg === 'gateway dark and listening for knocks');
+  assert.equal(ready?.attestation, 'none: software keys');
+  const warning = await gateway.waitForLog((line) => /^unattested: /.test(String(line.msg)), 5_000);
+  assert.equal(warning.level, 40);
+});
+
 describe('a knock opens one pinhole, for one address, for one service', () => {
   test('the client connects within milliseconds of its knock', async (t) => {
     const { gw, client } = hosts();
