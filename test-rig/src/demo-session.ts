@@ -7,7 +7,18 @@ import type { ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { LineReader } from './lines.ts';
 import { nmapScan } from './scan.ts';
-import { BACKEND_ADDRESS, BACKEND_PORT, buildSessionRig, type SessionRig } from './session-rig.ts';
+import {
+  BACKEND_ADDRESS,
+  BACKEND_PORT,
+  buildSessionRig,
+  extendBootPcr,
+  FIRMWARE_VERSION,
+  type SessionRig,
+} from './session-rig.ts';
+
+/** Short, so that the demo shows a re-attestation catching a drift within seconds (default: 600 s). */
+const ATTEST_INTERVAL_SECONDS = 2;
+
 import { TOOL_ENV } from './umbra.ts';
 
 const { values } = parseArgs({ options: { help: { type: 'boolean', short: 'h' } }, strict: true });
@@ -39,15 +50,23 @@ const children: ChildProcess[] = [];
 
 async function main(): Promise<void> {
   say(
-    'Building the perimeter: controller, gateway (enrolled with a one-time token), client, outsider, backend',
+    'Building the perimeter: controller, gateway (enrolled with a one-time token and its TPM), client, outsider, backend',
   );
-  rig = await buildSessionRig({ storage: 'sqlite' });
+  rig = await buildSessionRig({ storage: 'sqlite', tpm: { attestIntervalSeconds: ATTEST_INTERVAL_SECONDS } });
   const gatewayAddress = rig.topology.host('gateway').ipv4;
   detail(`controller  ${rig.topology.host('ctl').ipv4}:8444   umbra-controller serve`);
   detail(
     `gateway     ${gatewayAddress}          umbra-gateway run --dir … --interface eth0 (dark, linked to the controller)`,
   );
   detail(`backend     ${BACKEND_ADDRESS}:${BACKEND_PORT}   PostgreSQL, on a private link behind the gateway`);
+  const [attested] = JSON.parse(await rig.admin.admin('gateway', 'list')) as GatewayListing[];
+  detail(
+    `$ umbra-gateway enroll --token umbra1.… --tpm ${rig.swtpm?.address ?? '?'} --firmware-version ${FIRMWARE_VERSION}`,
+  );
+  detail(
+    `attestation: ${attested?.attestation} (EK ${attested?.ekHash?.slice(0, 16)}…: the EK certificate chains to the ` +
+      'TPM maker CA added with ekca add, the AK was proven with MakeCredential, the boot PCRs match the golden values)',
+  );
 
   say('The operator publishes the service and a policy');
   const admin = (...args: string[]) => {
@@ -142,7 +161,30 @@ async function main(): Promise<void> {
       : 'the session was not closed within 10 s',
   );
 
+  say(
+    "The gateway's boot state changes (PCR 7 extended, as other firmware would): the controller quarantines it",
+  );
+  await extendBootPcr(rig.swtpm!.address, 7);
+  const deadline = Date.now() + (ATTEST_INTERVAL_SECONDS + 10) * 1000;
+  let listing: GatewayListing | undefined;
+  while (Date.now() < deadline) {
+    [listing] = JSON.parse(await rig.admin.admin('gateway', 'list')) as GatewayListing[];
+    if (listing?.attestation === 'quarantined') break;
+    await sleep(250);
+  }
+  detail(
+    listing?.attestation === 'quarantined'
+      ? `gateway list: quarantined — ${listing.quarantineReason}; no knock through it opens anything until \`gateway release\``
+      : `gateway list: still ${listing?.attestation} after ${ATTEST_INTERVAL_SECONDS + 10} s`,
+  );
+
   say('Done: tearing everything down');
+}
+
+interface GatewayListing {
+  attestation: string;
+  quarantineReason?: string;
+  ekHash: string | null;
 }
 
 async function cleanup(): Promise<void> {
