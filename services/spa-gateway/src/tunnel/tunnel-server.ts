@@ -12,6 +12,7 @@ import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { CONTROL_ALPN, ControlFrameReader, SERVICE_ALPN_PREFIX } from '@umbra/protocol';
 import type { Posture } from './listener.ts';
 import { peerIdentityOf } from './peer-identity.ts';
+import { relay } from './relay.ts';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const BACKEND_CONNECT_TIMEOUT_MS = 5_000;
@@ -231,10 +232,10 @@ export class TunnelServer {
       socket.destroy();
     });
     socket.on('error', () => backend.destroy());
-    // pipe() keeps backpressure and passes each side's end on; a side that closed ends the other
-    // (not destroys: what it had written must still reach its peer).
-    socket.pipe(backend);
-    backend.pipe(socket);
+    // relay() keeps backpressure and passes each side's end on, in few writes (relay.ts); a side
+    // that closed ends the other (not destroys: what it had written must still reach its peer).
+    relay(socket, backend, { gather: true });
+    relay(backend, socket, { gather: false });
     let open = 2;
     const closed = () => {
       if (--open === 0) this.#closed(id, connection);
