@@ -374,8 +374,12 @@ export function sessionFromRow(row: SessionRow): Session {
   };
 }
 
+/**
+ * The entry with its details parsed when first read: the controller's own audit tail reads back
+ * every entry it writes, one per knock, and looks at the details of none of those.
+ */
 export function auditFromRow(row: AuditRow): AuditEntry {
-  return {
+  const entry = {
     seq: row.seq,
     at: row.at,
     actor: row.actor,
@@ -383,8 +387,25 @@ export function auditFromRow(row: AuditRow): AuditEntry {
     subject: row.subject,
     decision: row.decision,
     reason: row.reason,
-    details: JSON.parse(row.details) as Record<string, unknown>,
-  };
+  } as AuditEntry;
+  const text = row.details;
+  const settle = (details: Record<string, unknown>) =>
+    Object.defineProperty(entry, 'details', {
+      value: details,
+      writable: true,
+      enumerable: true,
+      configurable: true,
+    });
+  return Object.defineProperty(entry, 'details', {
+    enumerable: true,
+    configurable: true,
+    get: () => {
+      const details = JSON.parse(text) as Record<string, unknown>;
+      settle(details);
+      return details;
+    },
+    set: settle,
+  });
 }
 
 /** Why an EK root cannot be added: the same certificate is trusted already (or listed twice). */
