@@ -1,0 +1,39 @@
+// @umbra/hal: the appliance's hardware. Each piece is a small interface with a Linux implementation
+// rooted at a configurable path and an in-memory one for tests (the node-serialport binding model).
+
+export { type Board, BoardError, BoardSchema, type LedRole, loadBoard, parseBoard } from './board.ts';
+export { type Clock, ManualClock, systemClock, type Timer } from './clock.ts';
+export {
+  createFakeLedTree,
+  FAKE_DEFAULT_TRIGGERS,
+  type FakeLed,
+  type FakeLedState,
+  kernelLikeFiles,
+  readFakeLed,
+} from './leds/fake-tree.ts';
+export {
+  type LedDriver,
+  LedError,
+  type LedSetting,
+  type Level,
+  type PatternStep,
+  TRIGGER_KCONFIG,
+  triggerOf,
+} from './leds/led.ts';
+export { type MemoryLed, MemoryLeds } from './leds/memory.ts';
+export {
+  flashes,
+  isStatusPattern,
+  PATTERN_LOOKS,
+  type PatternLook,
+  STATUS_PATTERNS,
+  type StatusPattern,
+} from './leds/patterns.ts';
+export { StatusLeds, type StatusLedsOptions, type StatusSnapshot } from './leds/status.ts';
+export {
+  nodeSysfsFiles,
+  parseTriggers,
+  type SysfsFiles,
+  SysfsLeds,
+  type SysfsLedsOptions,
+} from './leds/sysfs.ts';
