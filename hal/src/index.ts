@@ -2,6 +2,24 @@
 // rooted at a configurable path and an in-memory one for tests (the node-serialport binding model).
 
 export { type Board, BoardError, BoardSchema, type LedRole, loadBoard, parseBoard } from './board.ts';
+export {
+  type ButtonInput,
+  type GpioConstructor,
+  type GpioLike,
+  loadOnoffGpio,
+  MemoryButton,
+  OnoffButton,
+  type OnoffButtonOptions,
+  openBoardButton,
+  watchResetButton,
+} from './button/input.ts';
+export {
+  ButtonPresses,
+  type PressActions,
+  type PressOptions,
+  PressOptionsSchema,
+  type PressPhase,
+} from './button/presses.ts';
 export { type Clock, ManualClock, systemClock, type Timer } from './clock.ts';
 export {
   createFakeLedTree,
