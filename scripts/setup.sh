@@ -17,6 +17,7 @@ DEBIAN_PACKAGES=(
   python3 make g++            # node-gyp for the native addons
   postgresql                  # the controller's PostgreSQL store; its tests run a private cluster
   swtpm swtpm-tools tpm2-tools  # a software TPM for @umbra/tpm2's tests, and Debian's tools to cross-check it
+  socat                       # pty pairs standing in for the serial console (@umbra/hal and provisioning tests)
   ca-certificates
 )
 

@@ -55,3 +55,20 @@ export {
   SysfsLeds,
   type SysfsLedsOptions,
 } from './leds/sysfs.ts';
+export { type ConsoleMode, ConsoleMux, type ConsoleMuxOptions } from './serial/console-mux.ts';
+export { type MemorySerial, openMemorySerial, resetMemorySerial } from './serial/memory.ts';
+export {
+  closeSerial,
+  linuxBinding,
+  memorySerialPair,
+  openSerial,
+  SerialError,
+  type SerialOptions,
+  SerialOptionsSchema,
+} from './serial/port.ts';
+export {
+  type GettyPty,
+  openGettyPty,
+  SharedConsole,
+  type SharedConsoleOptions,
+} from './serial/shared-console.ts';

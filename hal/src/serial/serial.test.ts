@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { after, afterEach, describe, test } from 'node:test';
+import { openMemorySerial, resetMemorySerial } from './memory.ts';
+import { closeSerial, openSerial } from './port.ts';
+import { openGettyPty } from './shared-console.ts';
+
+const haveSocat = spawnSync('socat', ['-V']).status === 0;
+const children: ChildProcess[] = [];
+
+after(async () => {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null && child.pid) {
+      const exited = once(child, 'exit');
+      process.kill(child.pid, 'SIGTERM');
+      await exited;
+    }
+  }
+});
+
+/** A linked pair of ptys, as a serial cable between a laptop and a box. */
+async function ptyPair(): Promise<[string, string]> {
+  const child = spawn('socat', ['-d', '-d', 'pty,raw,echo=0', 'pty,raw,echo=0'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  children.push(child);
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  return new Promise((resolve, reject) => {
+    child.stderr.on('data', (text: string) => {
+      stderr += text;
+      const paths = [...stderr.matchAll(/PTY is (\S+)/g)].map((m) => m[1]!);
+      if (paths.length === 2 && /starting data transfer loop/.test(stderr)) resolve([paths[0]!, paths[1]!]);
+    });
+    child.once('exit', (code) => reject(new Error(`socat exited ${code}: ${stderr}`)));
+  });
+}
+
+async function readBytes(stream: Readable, n: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of stream) {
+    chunks.push(chunk as Buffer);
+    total += (chunk as Buffer).length;
+    if (total >= n) break;
+  }
+  return Buffer.concat(chunks);
+}
+
+function nextBytes(stream: Readable, n: number): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      total += chunk.length;
+      if (total >= n) {
+        stream.off('data', onData);
+        resolve(Buffer.concat(chunks));
+      }
+    };
+    stream.on('data', onData);
+  });
+}
+
+describe('serial ports', () => {
+  afterEach(() => resetMemorySerial());
+
+  test('in memory: the same stream over binding-mock', async () => {
+    const serial = await openMemorySerial('/dev/ttyMOCK1');
+    const got = nextBytes(serial.stream, 3);
+    serial.receive(Buffer.from([1, 2, 3]));
+    assert.deepEqual(await got, Buffer.from([1, 2, 3]));
+    await new Promise<void>((r) => serial.stream.write('hi', () => r()));
+    await new Promise<void>((r) => serial.stream.drain(() => r()));
+    assert.equal(serial.written().toString(), 'hi');
+    await closeSerial(serial.stream);
+  });
+
+  test('bad options and missing devices get errors that say what to fix', async () => {
+    await assert.rejects(openSerial({ path: 'ttyUSB0', baudRate: 115200 }), /path: an absolute device path/);
+    await assert.rejects(
+      openSerial({ path: '/dev/ttyS0', baudRate: 7 }),
+      /baudRate: Number must be greater than or equal to 50/,
+    );
+    await assert.rejects(
+      openSerial({ path: '/dev/ttyUMBRA-NONE', baudRate: 9600 }),
+      /serial port \/dev\/ttyUMBRA-NONE at 9600 baud: open failed: .*is the device plugged in/,
+    );
+  });
+
+  test('a real pty pair from socat: bytes both ways', { skip: !haveSocat && 'needs socat' }, async () => {
+    const [laptopPath, boxPath] = await ptyPair();
+    const laptop = await openSerial({ path: laptopPath, baudRate: 115200 });
+    const box = await openSerial({ path: boxPath, baudRate: 115200 });
+    try {
+      const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+      const atBox = nextBytes(box, all.length);
+      laptop.write(all);
+      assert.deepEqual(await atBox, all);
+      const reply = Buffer.alloc(4096, 0xa5);
+      const atLaptop = nextBytes(laptop, reply.length);
+      box.write(reply);
+      assert.deepEqual(await atLaptop, reply);
+    } finally {
+      await closeSerial(laptop);
+      await closeSerial(box);
+    }
+  });
+
+  test("the getty's pty: what the terminal side writes, the getty reads, and back", {
+    skip: !haveSocat && 'needs socat',
+  }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'umbra-hal-getty-'));
+    const getty = await openGettyPty(join(dir, 'ttyUMBRA0'));
+    const slave = await openSerial({ path: getty.path, baudRate: 115200 });
+    try {
+      const atGetty = nextBytes(slave, 6);
+      getty.terminal.write('admin\r');
+      assert.equal((await atGetty).toString(), 'admin\r');
+      const atTerminal = readBytes(getty.terminal, 7);
+      slave.write('login: ');
+      assert.equal((await atTerminal).toString(), 'login: ');
+    } finally {
+      await closeSerial(slave);
+      await getty.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
