@@ -72,3 +72,17 @@ export {
   SharedConsole,
   type SharedConsoleOptions,
 } from './serial/shared-console.ts';
+export {
+  LinuxWatchdog,
+  MemoryWatchdog,
+  readWatchdogTimeoutMs,
+  type WatchdogDevice,
+  WatchdogError,
+} from './watchdog/device.ts';
+export {
+  type HealthCheck,
+  HealthGatedWatchdog,
+  type HealthGateOptions,
+  HealthGateOptionsSchema,
+  type HealthGateState,
+} from './watchdog/health-gate.ts';
