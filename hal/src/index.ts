@@ -2,6 +2,7 @@
 // rooted at a configurable path and an in-memory one for tests (the node-serialport binding model).
 
 export { type Board, BoardError, BoardSchema, type LedRole, loadBoard, parseBoard } from './board.ts';
+export { type ResetButtonActionsOptions, resetButtonActions } from './button/actions.ts';
 export {
   type ButtonInput,
   type GpioConstructor,

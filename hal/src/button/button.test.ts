@@ -201,3 +201,47 @@ describe('onoff on this machine', () => {
     );
   });
 });
+
+describe('the button and the status LEDs', () => {
+  test('short press flashes identify and returns; a confirmed hold shows factory-reset, then resets', async () => {
+    const { MemoryLeds } = await import('../leds/memory.ts');
+    const { StatusLeds } = await import('../leds/status.ts');
+    const { resetButtonActions } = await import('./actions.ts');
+    const clock = new ManualClock();
+    const leds = new MemoryLeds({ ACT: {}, PWR: {} });
+    const status = await StatusLeds.open(leds, { status: 'ACT', fault: 'PWR' }, { clock });
+    await status.show('enrolled-dark');
+    let resets = 0;
+    const button = new MemoryButton();
+    watchResetButton(
+      button,
+      resetButtonActions(
+        status,
+        () => {
+          resets++;
+        },
+        { identifyMs: 5000 },
+      ),
+      {},
+      clock,
+    );
+    button.press();
+    clock.advance(200);
+    button.release();
+    clock.advance(100);
+    await settle();
+    assert.equal(status.showing, 'identify');
+    clock.advance(5000);
+    await settle();
+    assert.equal(status.showing, 'enrolled-dark');
+
+    button.press();
+    clock.advance(10_000);
+    await settle();
+    assert.equal(status.showing, 'factory-reset');
+    assert.equal(resets, 0);
+    clock.advance(3000);
+    await settle();
+    assert.equal(resets, 1);
+  });
+});
