@@ -3,18 +3,18 @@ import { test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import fc from 'fast-check';
 import {
-  type DecoderEvent,
   encodeFrame,
   FRAME_HEADER_BYTES,
   FRAME_MAGIC,
   type Frame,
   FrameDecoder,
+  type FrameDecoderEvent,
   MAX_FRAME_PAYLOAD,
 } from './frame.ts';
 
 function decodeAll(chunks: Uint8Array[]) {
   const decoder = new FrameDecoder();
-  const events: DecoderEvent[] = [];
+  const events: FrameDecoderEvent[] = [];
   for (const chunk of chunks) events.push(...decoder.push(chunk));
   events.push(...decoder.flush());
   const frames = events.flatMap((e) => (e.type === 'frame' ? [e.frame] : []));

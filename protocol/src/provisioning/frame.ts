@@ -32,10 +32,10 @@ export const MAX_FRAME_BYTES = FRAME_HEADER_BYTES + MAX_FRAME_PAYLOAD + FRAME_CR
 const KIND = { data: 1, ack: 2, nak: 3 } as const;
 const KIND_NAMES = { 1: 'data', 2: 'ack', 3: 'nak' } as const;
 /** On a data frame: more fragments of the same message follow. */
-export const FLAG_MORE = 0x80;
+export const FRAME_FLAG_MORE = 0x80;
 /** On a data frame: the sender starts a new sequence here (a new session, or after a failed send). */
-export const FLAG_SYN = 0x40;
-const KNOWN_FLAGS = FLAG_MORE | FLAG_SYN;
+export const FRAME_FLAG_SYN = 0x40;
+const KNOWN_FLAGS = FRAME_FLAG_MORE | FRAME_FLAG_SYN;
 
 export type FrameKind = keyof typeof KIND;
 
@@ -60,7 +60,7 @@ export interface FrameError {
   frameKind?: FrameKind;
 }
 
-export type DecoderEvent =
+export type FrameDecoderEvent =
   | { type: 'frame'; frame: Frame }
   | { type: 'error'; error: FrameError }
   /** Bytes that are not part of any frame: the console's other traffic, in order. */
@@ -77,7 +77,7 @@ export function encodeFrame(frame: Frame): Buffer {
   const out = Buffer.alloc(FRAME_HEADER_BYTES + payload.length + FRAME_CRC_BYTES);
   FRAME_MAGIC.copy(out, 0);
   out[4] = FRAME_VERSION;
-  out[5] = KIND[kind] | (frame.more ? FLAG_MORE : 0) | (frame.syn ? FLAG_SYN : 0);
+  out[5] = KIND[kind] | (frame.more ? FRAME_FLAG_MORE : 0) | (frame.syn ? FRAME_FLAG_SYN : 0);
   out.writeUInt16BE(seq, 6);
   out.writeUInt16BE(payload.length, 8);
   out.writeUInt16BE(headerCheck(out), 10);
@@ -141,16 +141,16 @@ export class FrameDecoder {
   #skip = 0;
   #text: number[] = [];
 
-  push(chunk: Uint8Array): DecoderEvent[] {
-    const events: DecoderEvent[] = [];
+  push(chunk: Uint8Array): FrameDecoderEvent[] {
+    const events: FrameDecoderEvent[] = [];
     this.#feed(chunk, events);
     this.#emitText(events);
     return events;
   }
 
   /** Releases a held partial magic as text (e.g. when the port goes idle or closes). */
-  flush(): DecoderEvent[] {
-    const events: DecoderEvent[] = [];
+  flush(): FrameDecoderEvent[] {
+    const events: FrameDecoderEvent[] = [];
     if (this.#state === 'scan' && this.#matched > 0) {
       for (let k = 0; k < this.#matched; k++) this.#text.push(FRAME_MAGIC[k]!);
       this.#matched = 0;
@@ -159,13 +159,13 @@ export class FrameDecoder {
     return events;
   }
 
-  #emitText(events: DecoderEvent[]): void {
+  #emitText(events: FrameDecoderEvent[]): void {
     if (this.#text.length === 0) return;
     events.push({ type: 'text', bytes: Buffer.from(this.#text) });
     this.#text = [];
   }
 
-  #feed(data: Uint8Array, events: DecoderEvent[]): void {
+  #feed(data: Uint8Array, events: FrameDecoderEvent[]): void {
     let i = 0;
     while (i < data.length) {
       switch (this.#state) {
@@ -214,7 +214,7 @@ export class FrameDecoder {
     }
   }
 
-  #checkHeader(events: DecoderEvent[]): void {
+  #checkHeader(events: FrameDecoderEvent[]): void {
     const header = this.#frame;
     if (header.readUInt16BE(10) !== headerCheck(header)) {
       events.push({
@@ -245,7 +245,7 @@ export class FrameDecoder {
     if (this.#have === this.#need) this.#finishFrame(events);
   }
 
-  #finishFrame(events: DecoderEvent[]): void {
+  #finishFrame(events: FrameDecoderEvent[]): void {
     const frame = this.#frame;
     const end = this.#need - FRAME_CRC_BYTES;
     const typeByte = frame[5]!;
@@ -267,8 +267,8 @@ export class FrameDecoder {
     }
     const decoded: Frame = { kind, seq, payload: Buffer.from(frame.subarray(FRAME_HEADER_BYTES, end)) };
     if (kind === 'data') {
-      decoded.more = (typeByte & FLAG_MORE) !== 0;
-      decoded.syn = (typeByte & FLAG_SYN) !== 0;
+      decoded.more = (typeByte & FRAME_FLAG_MORE) !== 0;
+      decoded.syn = (typeByte & FRAME_FLAG_SYN) !== 0;
     }
     events.push({ type: 'frame', frame: decoded });
   }

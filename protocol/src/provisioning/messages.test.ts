@@ -9,7 +9,7 @@ import {
   decodeToTechnician,
   encodeProvisioningMessage,
   LOGS_MAX_LINES,
-  MAX_MESSAGE_BYTES,
+  PROVISIONING_MAX_MESSAGE_BYTES,
   PROVISIONING_VERSIONS,
   ProvisioningMessageError,
   ProvisioningVersionError,
@@ -75,7 +75,7 @@ test('errors name the field; each side accepts only what the other side sends', 
     /invalid apply-bundle message: bundle: expected a byte string/,
   );
   assert.throws(() => decodeToBox(Buffer.from([0xff])), ProvisioningMessageError);
-  assert.throws(() => decodeToBox(Buffer.alloc(MAX_MESSAGE_BYTES + 1)), /1 to 65536 bytes/);
+  assert.throws(() => decodeToBox(Buffer.alloc(PROVISIONING_MAX_MESSAGE_BYTES + 1)), /1 to 65536 bytes/);
   assert.throws(
     () => encodeProvisioningMessage({ ...boxHello, serialNumber: '' }, 'to-technician'),
     /hello message: serialNumber/,

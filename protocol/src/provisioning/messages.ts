@@ -16,7 +16,7 @@ import { z } from 'zod';
 /** Versions of this message set this build speaks, oldest first. */
 export const PROVISIONING_VERSIONS = [1] as const;
 /** A whole message (a site bundle and its envelope are a few KB; logs are bounded below). */
-export const MAX_MESSAGE_BYTES = 64 * 1024;
+export const PROVISIONING_MAX_MESSAGE_BYTES = 64 * 1024;
 /** A site bundle on the wire (site-bundle.ts bounds the same). */
 export const SITE_BUNDLE_MAX_BYTES = 16 * 1024;
 export const LOGS_MAX_LINES = 100;
@@ -115,13 +115,13 @@ export type BoxHello = z.infer<typeof boxHello>;
 export type ApplyBundle = z.infer<typeof applyBundle>;
 export type StatusRequest = z.infer<typeof statusRequest>;
 export type LogsRequest = z.infer<typeof logsRequest>;
-export type Progress = z.infer<typeof progress>;
-export type Result = z.infer<typeof result>;
-export type Logs = z.infer<typeof logs>;
+export type ProgressMessage = z.infer<typeof progress>;
+export type ResultMessage = z.infer<typeof result>;
+export type LogsMessage = z.infer<typeof logs>;
 export type ToBoxMessage = TechnicianHello | ApplyBundle | StatusRequest | LogsRequest;
-export type ToTechnicianMessage = BoxHello | Progress | Result | Logs;
+export type ToTechnicianMessage = BoxHello | ProgressMessage | ResultMessage | LogsMessage;
 export type ProvisioningMessage = ToBoxMessage | ToTechnicianMessage;
-export type Direction = 'to-box' | 'to-technician';
+export type ProvisioningDirection = 'to-box' | 'to-technician';
 
 /** A message that cannot be sent or was not understood; the text names the field. */
 export class ProvisioningMessageError extends Error {
@@ -138,12 +138,15 @@ const encoder = new Encoder({ useRecords: false, pack: false, tagUint8Array: fal
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
 
 /** Checks `message` against the schema of its direction (a bug shows here, not on the box) and encodes it. */
-export function encodeProvisioningMessage(message: ProvisioningMessage, direction: Direction): Buffer {
+export function encodeProvisioningMessage(
+  message: ProvisioningMessage,
+  direction: ProvisioningDirection,
+): Buffer {
   const checked = check(message, direction === 'to-box' ? toBox : toTechnician);
   const encoded = Buffer.from(encoder.encode(checked));
-  if (encoded.length > MAX_MESSAGE_BYTES)
+  if (encoded.length > PROVISIONING_MAX_MESSAGE_BYTES)
     throw new ProvisioningMessageError(
-      `a ${message.t} message of ${encoded.length} bytes exceeds the limit of ${MAX_MESSAGE_BYTES}`,
+      `a ${message.t} message of ${encoded.length} bytes exceeds the limit of ${PROVISIONING_MAX_MESSAGE_BYTES}`,
     );
   return encoded;
 }
@@ -156,13 +159,16 @@ export function decodeToTechnician(bytes: Uint8Array): ToTechnicianMessage {
   return decodeWith(bytes, toTechnician) as ToTechnicianMessage;
 }
 
-export function decodeProvisioningMessage(bytes: Uint8Array, direction: Direction): ProvisioningMessage {
+export function decodeProvisioningMessage(
+  bytes: Uint8Array,
+  direction: ProvisioningDirection,
+): ProvisioningMessage {
   return direction === 'to-box' ? decodeToBox(bytes) : decodeToTechnician(bytes);
 }
 
 function decodeWith(bytes: Uint8Array, schemas: Record<string, z.ZodTypeAny>): unknown {
-  if (!(bytes instanceof Uint8Array) || bytes.length === 0 || bytes.length > MAX_MESSAGE_BYTES)
-    throw new ProvisioningMessageError(`a message must be 1 to ${MAX_MESSAGE_BYTES} bytes`);
+  if (!(bytes instanceof Uint8Array) || bytes.length === 0 || bytes.length > PROVISIONING_MAX_MESSAGE_BYTES)
+    throw new ProvisioningMessageError(`a message must be 1 to ${PROVISIONING_MAX_MESSAGE_BYTES} bytes`);
   let value: unknown;
   try {
     value = decoder.decode(bytes);

@@ -2,7 +2,7 @@
 // a box's provisioner.
 //
 // Rules (documented in protocol/README.md, "Provisioning over serial"):
-// - A message is CBOR (messages.ts) of at most MAX_MESSAGE_BYTES, sent as data frames of at most
+// - A message is CBOR (messages.ts) of at most PROVISIONING_MAX_MESSAGE_BYTES, sent as data frames of at most
 //   MAX_FRAME_PAYLOAD bytes each; every frame but the last carries the MORE flag.
 // - Stop and wait: one data frame is outstanding at a time. The receiver acknowledges each data
 //   frame it accepts (ack carries the frame's seq); the sender retransmits after ackTimeoutMs, and
@@ -19,10 +19,10 @@
 
 import type { Duplex } from 'node:stream';
 import {
-  type DecoderEvent,
   encodeFrame,
   type Frame,
   FrameDecoder,
+  type FrameDecoderEvent,
   type FrameError,
   MAX_FRAME_PAYLOAD,
 } from './frame.ts';
@@ -31,7 +31,7 @@ import {
   chooseVersion,
   decodeProvisioningMessage,
   encodeProvisioningMessage,
-  MAX_MESSAGE_BYTES,
+  PROVISIONING_MAX_MESSAGE_BYTES,
   type ProvisioningMessage,
   ProvisioningMessageError,
   type TechnicianHello,
@@ -39,24 +39,24 @@ import {
   type ToTechnicianMessage,
 } from './messages.ts';
 
-export const DEFAULT_ACK_TIMEOUT_MS = 500;
-export const DEFAULT_MAX_ATTEMPTS = 8;
+export const PROVISIONING_ACK_TIMEOUT_MS = 500;
+export const PROVISIONING_MAX_ATTEMPTS = 8;
 
-export interface SessionTimers {
+export interface ProvisioningTimers {
   setTimeout(callback: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
 }
 
-const realTimers: SessionTimers = {
+const realTimers: ProvisioningTimers = {
   setTimeout: (callback, ms) => setTimeout(callback, ms),
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
 };
 
-export type SessionSide = 'technician' | 'box';
+export type ProvisioningSide = 'technician' | 'box';
 
-export interface SessionOptions {
+export interface ProvisioningSessionOptions {
   /** Which end this is: a technician sends to-box messages and receives to-technician ones. */
-  side: SessionSide;
+  side: ProvisioningSide;
   /** The port's name for errors, e.g. "/dev/ttyUSB0". */
   port: string;
   /** The other end in errors; "the box" for a technician, "umbra-tech" for a box. */
@@ -64,7 +64,7 @@ export interface SessionOptions {
   ackTimeoutMs?: number;
   /** Transmissions of one frame, the first included, before the send fails. */
   maxAttempts?: number;
-  timers?: SessionTimers;
+  timers?: ProvisioningTimers;
   /** The console's other traffic, in order. */
   onText?: (bytes: Buffer) => void;
   /** Damaged frames, for the log. */
@@ -100,12 +100,12 @@ interface Waiter {
 
 export class ProvisioningSession {
   readonly #stream: Duplex;
-  readonly #side: SessionSide;
+  readonly #side: ProvisioningSide;
   readonly #port: string;
   readonly #peer: string;
   readonly #ackTimeoutMs: number;
   readonly #maxAttempts: number;
-  readonly #timers: SessionTimers;
+  readonly #timers: ProvisioningTimers;
   readonly #onText: ((bytes: Buffer) => void) | undefined;
   readonly #onFrameError: ((error: FrameError) => void) | undefined;
   readonly #decoder = new FrameDecoder();
@@ -132,13 +132,13 @@ export class ProvisioningSession {
   readonly #onError = (error: Error) =>
     this.#shut(new ProvisioningLinkError('closed', `${this.#port}: ${error.message}`, error));
 
-  constructor(stream: Duplex, options: SessionOptions) {
+  constructor(stream: Duplex, options: ProvisioningSessionOptions) {
     this.#stream = stream;
     this.#side = options.side;
     this.#port = options.port;
     this.#peer = options.peer ?? (options.side === 'technician' ? 'the box' : 'umbra-tech');
-    this.#ackTimeoutMs = options.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
-    this.#maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+    this.#ackTimeoutMs = options.ackTimeoutMs ?? PROVISIONING_ACK_TIMEOUT_MS;
+    this.#maxAttempts = options.maxAttempts ?? PROVISIONING_MAX_ATTEMPTS;
     this.#timers = options.timers ?? realTimers;
     this.#onText = options.onText;
     this.#onFrameError = options.onFrameError;
@@ -266,7 +266,7 @@ export class ProvisioningSession {
 
   // ---- receiver ----
 
-  #handle(events: DecoderEvent[]): void {
+  #handle(events: FrameDecoderEvent[]): void {
     for (const event of events) {
       if (event.type === 'text') this.#onText?.(event.bytes);
       else if (event.type === 'error') {
@@ -316,12 +316,12 @@ export class ProvisioningSession {
   #reassemble(frame: Frame): void {
     if (!this.#discarding) {
       this.#fragmentBytes += frame.payload.length;
-      if (this.#fragmentBytes > MAX_MESSAGE_BYTES) {
+      if (this.#fragmentBytes > PROVISIONING_MAX_MESSAGE_BYTES) {
         this.#discarding = true;
         this.#fragments = [];
         this.#deliver({
           error: new ProvisioningMessageError(
-            `${this.#peer} sent a message of more than ${MAX_MESSAGE_BYTES} bytes on ${this.#port}; it was dropped`,
+            `${this.#peer} sent a message of more than ${PROVISIONING_MAX_MESSAGE_BYTES} bytes on ${this.#port}; it was dropped`,
           ),
         });
       } else this.#fragments.push(frame.payload);
