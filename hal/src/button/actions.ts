@@ -21,10 +21,18 @@ export function resetButtonActions(
       status.flash('identify', options.identifyMs ?? 30_000).catch(onError);
     },
     confirmFactoryReset: () => {
-      // Until a later show(): the factory reset leads to a restart, or the caller shows the fault.
+      // Shown until the reset is done: it normally ends in a restart.
       status.flash('factory-reset', 24 * 3600 * 1000).catch(onError);
     },
-    factoryReset,
+    factoryReset: async () => {
+      try {
+        await factoryReset();
+      } catch (err) {
+        // The box was not reset: the LEDs go back to the state (the caller may then show the fault).
+        await status.endFlash().catch(onError);
+        throw err;
+      }
+    },
     onError,
   };
 }

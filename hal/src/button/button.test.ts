@@ -245,3 +245,30 @@ describe('the button and the status LEDs', () => {
     assert.equal(resets, 1);
   });
 });
+
+test('a factory reset that fails ends the confirmation pattern and is reported', async () => {
+  const { MemoryLeds } = await import('../leds/memory.ts');
+  const { StatusLeds } = await import('../leds/status.ts');
+  const { resetButtonActions } = await import('./actions.ts');
+  const clock = new ManualClock();
+  const status = await StatusLeds.open(new MemoryLeds({ ACT: {} }), { status: 'ACT' }, { clock });
+  await status.show('enrolled-dark');
+  const errors: string[] = [];
+  const presses = new ButtonPresses(
+    resetButtonActions(
+      status,
+      () => {
+        throw new Error('data partition is read-only');
+      },
+      { onError: (err) => errors.push((err as Error).message) },
+    ),
+    {},
+    clock,
+  );
+  presses.edge(true);
+  clock.advance(13_000);
+  await settle();
+  await settle();
+  assert.deepEqual(errors, ['data partition is read-only']);
+  assert.equal(status.showing, 'enrolled-dark');
+});

@@ -88,6 +88,14 @@ export class StatusLeds {
     return this.#enqueue(pattern);
   }
 
+  /** Ends an overlay now and shows the state again (e.g. a factory reset that failed). */
+  endFlash(): Promise<void> {
+    if (!this.#overlay) return this.#queue.then(() => {});
+    this.#overlay.cancel();
+    this.#overlay = undefined;
+    return this.#pattern ? this.#enqueue(this.#pattern) : this.#queue.then(() => {});
+  }
+
   #enqueue(pattern: StatusPattern): Promise<void> {
     const run = () => this.#apply(pattern);
     const done = this.#queue.then(run, run);
