@@ -164,3 +164,50 @@ describe('SharedConsole', () => {
     shared.close();
   });
 });
+
+describe('ConsoleMux, by property', () => {
+  test('text then a session, cut into any reads: the getty gets exactly the text, the provisioner the session', async () => {
+    const fc = (await import('fast-check')).default;
+    const text = fc.uint8Array({ maxLength: 60 }).filter((a) => Buffer.from(a).indexOf(PREAMBLE) === -1);
+    fc.assert(
+      fc.property(
+        text,
+        fc.uint8Array({ maxLength: 40 }),
+        fc.array(fc.nat(120), { maxLength: 8 }),
+        (t, payload, cuts) => {
+          const stream = Buffer.concat([t, PREAMBLE, payload]);
+          const m = mux();
+          let at = 0;
+          for (const cut of [...cuts].sort((a, b) => a - b)) {
+            const end = Math.min(cut, stream.length);
+            if (end > at) m.m.push(stream.subarray(at, end));
+            at = Math.max(at, end);
+          }
+          m.m.push(stream.subarray(at));
+          assert.equal(m.terminal(), Buffer.from(t).toString('latin1'));
+          assert.deepEqual(m.provisioner(), Buffer.concat([PREAMBLE, payload]));
+        },
+      ),
+    );
+  });
+
+  test('text alone, cut into any reads and given time, reaches the getty whole and in order', async () => {
+    const fc = (await import('fast-check')).default;
+    const text = fc.uint8Array({ maxLength: 60 }).filter((a) => Buffer.from(a).indexOf(PREAMBLE) === -1);
+    fc.assert(
+      fc.property(text, fc.array(fc.nat(60), { maxLength: 6 }), (t, cuts) => {
+        const m = mux();
+        let at = 0;
+        for (const cut of [...cuts].sort((a, b) => a - b)) {
+          if (cut > at) m.m.push(t.subarray(at, cut));
+          at = Math.max(at, cut);
+          m.clock.advance(cut % 2 === 0 ? 150 : 10);
+        }
+        m.m.push(t.subarray(at));
+        m.clock.advance(100);
+        assert.equal(m.terminal(), Buffer.from(t).toString('latin1'));
+        assert.equal(m.provisioner().length, 0);
+      }),
+    );
+  });
+});

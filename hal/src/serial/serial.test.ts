@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { after, afterEach, describe, test } from 'node:test';
 import { openMemorySerial, resetMemorySerial } from './memory.ts';
 import { closeSerial, openSerial } from './port.ts';
-import { openGettyPty } from './shared-console.ts';
+import { openGettyPty, SharedConsole } from './shared-console.ts';
 
 const haveSocat = spawnSync('socat', ['-V']).status === 0;
 const children: ChildProcess[] = [];
@@ -129,6 +129,61 @@ describe('serial ports', () => {
     } finally {
       await closeSerial(slave);
       await getty.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('the shared console over real ttys: a login, then a provisioning session, then the login again', {
+    skip: !haveSocat && 'needs socat',
+  }, async () => {
+    const preamble = Buffer.from([0xf5, 0x55, 0x4d, 0xfb]);
+    const dir = await mkdtemp(join(tmpdir(), 'umbra-hal-shared-'));
+    const [laptopPath, boxPath] = await ptyPair();
+    const laptop = await openSerial({ path: laptopPath, baudRate: 115200 });
+    const console_ = await openSerial({ path: boxPath, baudRate: 115200 });
+    const gettyPty = await openGettyPty(join(dir, 'ttyUMBRA0'));
+    const getty = await openSerial({ path: gettyPty.path, baudRate: 115200 });
+    const sessions: Buffer[] = [];
+    const shared = new SharedConsole({
+      port: console_,
+      terminal: gettyPty.terminal,
+      preamble,
+      onProvisioning: (b) => sessions.push(Buffer.from(b)),
+    });
+    try {
+      let atGetty = nextBytes(getty, 5);
+      laptop.write('root\r');
+      assert.equal((await atGetty).toString(), 'root\r');
+      let atLaptop = nextBytes(laptop, 10);
+      getty.write('Password: ');
+      assert.equal((await atLaptop).toString(), 'Password: ');
+
+      const hello = Buffer.concat([preamble, Buffer.from([1, 2, 3, 0xff])]);
+      const started = new Promise<void>((r) => {
+        const poll = () => (Buffer.concat(sessions).length >= hello.length ? r() : setTimeout(poll, 5));
+        poll();
+      });
+      laptop.write(hello);
+      await started;
+      assert.deepEqual(Buffer.concat(sessions), hello);
+      getty.write('\r\nLogin timed out');
+      await new Promise((r) => setTimeout(r, 50));
+      atLaptop = nextBytes(laptop, 8);
+      await shared.send(Buffer.concat([preamble, Buffer.from('ok!!')]));
+      assert.deepEqual(await atLaptop, Buffer.concat([preamble, Buffer.from('ok!!')]));
+
+      atLaptop = nextBytes(laptop, 17);
+      shared.endSession();
+      assert.equal((await atLaptop).toString(), '\r\nLogin timed out');
+      atGetty = nextBytes(getty, 6);
+      laptop.write('admin\r');
+      assert.equal((await atGetty).toString(), 'admin\r');
+    } finally {
+      shared.close();
+      await closeSerial(getty);
+      await gettyPty.close();
+      await closeSerial(laptop);
+      await closeSerial(console_);
       await rm(dir, { recursive: true, force: true });
     }
   });

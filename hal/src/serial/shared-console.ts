@@ -146,12 +146,36 @@ export async function openGettyPty(link: string, socat = 'socat'): Promise<Getty
   });
   await ready;
   const pid = child.pid!;
-  const terminal = Duplex.from({ readable: child.stdout, writable: child.stdin });
+  // A Duplex of our own over the pipes (Duplex.from's composite turns a close into an error).
+  const terminal = new Duplex({
+    read() {
+      child.stdout.resume();
+    },
+    write(chunk, _encoding, callback) {
+      child.stdin.write(chunk, callback);
+    },
+    final(callback) {
+      child.stdin.end(callback);
+    },
+    destroy(err, callback) {
+      child.stdout.destroy();
+      child.stdin.destroy();
+      callback(err);
+    },
+  });
+  child.stdout.on('data', (chunk: Buffer) => {
+    if (!terminal.push(chunk)) child.stdout.pause();
+  });
+  child.stdout.on('end', () => terminal.push(null));
+  // socat gone: the write's callback has the error; the pipe's own event must not crash the process.
+  child.stdin.on('error', () => {});
   return {
     terminal,
     path: link,
     pid,
     async close() {
+      // First, so the pipes closing under it are not a premature close.
+      terminal.destroy();
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = once(child, 'exit');
       process.kill(pid, 'SIGTERM');
