@@ -297,3 +297,46 @@ test('closing the port fails pending sends and receives with a clear error', asy
   await assert.rejects(sending, /\/dev\/ttyUSB0 closed/);
   await assert.rejects(receiving, /\/dev\/ttyUSB0 closed/);
 });
+
+test('retransmission runs on the injected timers: every try is the same frame, then the error', async () => {
+  const pending: (() => void)[] = [];
+  const timers = {
+    setTimeout: (callback: () => void) => {
+      pending.push(callback);
+      return callback;
+    },
+    clearTimeout: (handle: unknown) => {
+      const at = pending.indexOf(handle as () => void);
+      if (at !== -1) pending.splice(at, 1);
+    },
+  };
+  const writes: Buffer[] = [];
+  const port = new Duplex({
+    read() {},
+    write(chunk: Buffer, _encoding, callback) {
+      writes.push(chunk);
+      callback();
+    },
+  });
+  const technician = new ProvisioningSession(port, {
+    side: 'technician',
+    port: 'COM3',
+    timers,
+    maxAttempts: 4,
+  });
+  const sending = technician.send({ t: 'status-request' });
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+  await settle();
+  assert.equal(writes.length, 1);
+  for (let i = 0; i < 3; i++) {
+    assert.equal(pending.length, 1, 'one timer per outstanding frame');
+    pending.shift()!();
+    await settle();
+  }
+  assert.equal(writes.length, 4);
+  assert.ok(writes.every((w) => w.equals(writes[0]!)));
+  pending.shift()!();
+  await assert.rejects(sending, /the box does not answer on COM3: no acknowledgement after 4 tries/);
+  await assert.rejects(technician.send({ t: 'hello', versions: [] }), /invalid hello message: versions/);
+  technician.close();
+});

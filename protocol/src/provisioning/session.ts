@@ -151,10 +151,12 @@ export class ProvisioningSession {
 
   /** Sends one message; resolves once the peer has acknowledged all of it. Sends queue in order. */
   send(message: ToBoxMessage | ToTechnicianMessage): Promise<void> {
-    const bytes = encodeProvisioningMessage(
-      message,
-      this.#side === 'technician' ? 'to-box' : 'to-technician',
-    );
+    let bytes: Buffer;
+    try {
+      bytes = encodeProvisioningMessage(message, this.#side === 'technician' ? 'to-box' : 'to-technician');
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const sent = this.#sendChain.then(() => this.#transmit(bytes));
     this.#sendChain = sent.catch(() => {});
     return sent;
