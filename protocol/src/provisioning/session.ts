@@ -205,9 +205,9 @@ export class ProvisioningSession {
   // ---- sender ----
 
   async #transmit(bytes: Buffer): Promise<void> {
-    if (this.#closed) throw this.#closed;
     const count = Math.max(1, Math.ceil(bytes.length / MAX_FRAME_PAYLOAD));
     for (let i = 0; i < count; i++) {
+      if (this.#closed) throw this.#closed;
       const seq = this.#nextSeq;
       const frame = encodeFrame({
         kind: 'data',
