@@ -18,6 +18,7 @@ DEBIAN_PACKAGES=(
   postgresql                  # the controller's PostgreSQL store; its tests run a private cluster
   swtpm swtpm-tools tpm2-tools  # a software TPM for @umbra/tpm2's tests, and Debian's tools to cross-check it
   socat                       # pty pairs standing in for the serial console (@umbra/hal and provisioning tests)
+  dosfstools mtools           # FAT images standing in for USB sticks (mkfs.vfat, mcopy; provisioner's usb tests)
   ca-certificates
 )
 
