@@ -18,7 +18,12 @@ export function run(file: string, args: readonly string[], timeoutMs = TOOL_TIME
     execFile(
       file,
       args,
-      { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 20, env: { ...process.env, LC_ALL: 'C' } },
+      {
+        timeout: timeoutMs,
+        killSignal: 'SIGKILL',
+        maxBuffer: 1 << 20,
+        env: { ...process.env, LC_ALL: 'C', MTOOLS_SKIP_CHECK: '1' },
+      },
       (err, stdout, stderr) => {
         if (err && typeof err.code !== 'number') {
           // Not an exit status: the tool is missing, or it was killed by the time limit.
@@ -36,7 +41,9 @@ export function run(file: string, args: readonly string[], timeoutMs = TOOL_TIME
 export async function runOk(file: string, args: readonly string[]): Promise<string> {
   const r = await run(file, args);
   if (r.code !== 0) {
-    const msg = (r.stderr.trim() || r.stdout.trim() || `exit status ${r.code}`).split('\n').join('; ');
+    // mtools repeats "Could not get geometry of device" on loop devices: noise, not the error.
+    const stderr = r.stderr.replace(/Could not get geometry of device \([^)]*\)/g, '').trim();
+    const msg = (stderr || r.stdout.trim() || `exit status ${r.code}`).split('\n').join('; ');
     throw new Error(`${file} ${args.join(' ')}: ${msg}`);
   }
   return r.stdout;

@@ -102,7 +102,7 @@ function catImage(kind: Kind, image: string, name: string): string {
 }
 
 /** A watcher on a fresh watch directory, recording what it reports. */
-async function harness(onBundle?: (b: UsbBundle) => Promise<void>) {
+async function harness(onBundle?: (b: UsbBundle) => Promise<void>, fatAccess?: 'auto' | 'mount' | 'mtools') {
   const watchDir = join(work, `by-uuid-${++seq}`);
   const mountRoot = join(work, `mnt-${seq}`);
   await mkdir(watchDir);
@@ -117,6 +117,7 @@ async function harness(onBundle?: (b: UsbBundle) => Promise<void>) {
     watchDir,
     mountRoot,
     rescanMs: 0,
+    fatAccess,
     log: (level, message) => logs.push(`${level} ${message}`),
     onBundle: async (b) => {
       bundles.push(b);
@@ -151,15 +152,20 @@ async function harness(onBundle?: (b: UsbBundle) => Promise<void>) {
 }
 
 describe('USB sticks', { skip: isRoot ? false : 'needs root (losetup, mount)' }, () => {
-  for (const kind of ['vfat', 'ext4'] as const) {
-    const skip = kernelHas(kind) ? false : `this kernel cannot mount ${kind}`;
+  const variants = [
+    { kind: 'vfat', fat: 'mount', name: 'vfat (mounted)' },
+    { kind: 'vfat', fat: 'mtools', name: 'vfat (mtools)' },
+    { kind: 'ext4', fat: undefined, name: 'ext4' },
+  ] as const;
+  for (const { kind, fat, name } of variants) {
+    const skip = fat === 'mtools' || kernelHas(kind) ? false : `this kernel cannot mount ${kind}`;
 
-    test(`${kind}: the bundle is read with its exact bytes, and a report is written back`, {
+    test(`${name}: the bundle is read with its exact bytes, and a report is written back`, {
       skip,
     }, async () => {
       const bytes = randomBytes(3000);
       const stick = await makeStick(kind, 'SITE7', { 'branch-7.umbra-bundle': bytes, 'README.TXT': 'hello' });
-      const h = await harness(async (b) => b.writeReport('enrolled: gateway gw-7\n'));
+      const h = await harness(async (b) => b.writeReport('enrolled: gateway gw-7\n'), fat);
       await h.watcher.start();
       await h.insert(stick.device);
       await h.outcomes(1);
@@ -177,9 +183,9 @@ describe('USB sticks', { skip: isRoot ? false : 'needs root (losetup, mount)' },
       assert.ok(h.logs.some((l) => /report umbra-report-.* written to the stick SITE7/.test(l)));
     });
 
-    test(`${kind}: a stick with no bundle is a clear error`, { skip }, async () => {
+    test(`${name}: a stick with no bundle is a clear error`, { skip }, async () => {
       const stick = await makeStick(kind, 'EMPTY', { 'notes.txt': 'nothing here' });
-      const h = await harness();
+      const h = await harness(undefined, fat);
       await h.watcher.start();
       await h.insert(stick.device);
       await h.outcomes(1);
@@ -190,9 +196,9 @@ describe('USB sticks', { skip: isRoot ? false : 'needs root (losetup, mount)' },
       await h.assertClean();
     });
 
-    test(`${kind}: two bundles are named and refused`, { skip }, async () => {
+    test(`${name}: two bundles are named and refused`, { skip }, async () => {
       const stick = await makeStick(kind, 'TWO', { 'a.umbra-bundle': 'a', 'b.umbra-bundle': 'b' });
-      const h = await harness();
+      const h = await harness(undefined, fat);
       await h.watcher.start();
       await h.insert(stick.device);
       await h.outcomes(1);
@@ -205,10 +211,10 @@ describe('USB sticks', { skip: isRoot ? false : 'needs root (losetup, mount)' },
       await h.assertClean();
     });
 
-    test(`${kind}: a read-only stick is read, and the report stays in the log`, { skip }, async () => {
+    test(`${name}: a read-only stick is read, and the report stays in the log`, { skip }, async () => {
       const bytes = randomBytes(100);
       const stick = await makeStick(kind, 'LOCKED', { 'x.umbra-bundle': bytes }, { readOnly: true });
-      const h = await harness(async (b) => b.writeReport('enrolled\n'));
+      const h = await harness(async (b) => b.writeReport('enrolled\n'), fat);
       await h.watcher.start();
       await h.insert(stick.device);
       await h.outcomes(1);
@@ -220,6 +226,20 @@ describe('USB sticks', { skip: isRoot ? false : 'needs root (losetup, mount)' },
   }
 
   const ext4 = kernelHas('ext4') ? false : 'this kernel cannot mount ext4';
+
+  test('vfat (auto): mounted when the kernel can, else read with mtools, and said so', async () => {
+    const stick = await makeStick('vfat', 'AUTO', { 'a.umbra-bundle': 'auto' });
+    const h = await harness(undefined, 'auto');
+    await h.watcher.start();
+    await h.insert(stick.device);
+    await h.outcomes(1);
+    assert.equal(new TextDecoder().decode(h.bundles[0]!.bundle), 'auto');
+    const fellBack = h.logs.includes(
+      'info usb: this kernel cannot mount vfat; FAT sticks are read and written with mtools',
+    );
+    assert.equal(fellBack, !kernelHas('vfat'));
+    await h.assertClean();
+  });
 
   test('a blank stick and an ext2 stick are refused with a clear error', async () => {
     const blank = await makeStick('blank', '', {});
@@ -244,17 +264,32 @@ describe('USB sticks', { skip: isRoot ? false : 'needs root (losetup, mount)' },
     await h.assertClean();
   });
 
-  test('a bundle over 64 KiB is refused', { skip: ext4 }, async () => {
-    const stick = await makeStick('ext4', 'BIG', { 'big.umbra-bundle': randomBytes(64 * 1024 + 1) });
+  for (const kind of ['ext4', 'vfat'] as const) {
+    test(`${kind}: a bundle over 64 KiB is refused`, { skip: kind === 'ext4' ? ext4 : false }, async () => {
+      const stick = await makeStick(kind, 'BIG', { 'big.umbra-bundle': randomBytes(64 * 1024 + 1) });
+      const h = await harness(undefined, 'mtools');
+      await h.watcher.start();
+      await h.insert(stick.device);
+      await h.outcomes(1);
+      assert.equal(h.errors[0]?.code, 'bundle-too-large');
+      assert.match(
+        h.errors[0]!.message,
+        /^big\.umbra-bundle on the stick BIG is larger than 65536 bytes, the most a bundle may be$/,
+      );
+      await h.assertClean();
+    });
+  }
+
+  test('ext4: a bundle that is a symlink is not followed', { skip: ext4 }, async () => {
+    const stick = await makeStick('ext4', 'LINK', {});
+    // A symlink made in the image with debugfs: to a file of the box's own.
+    sh('debugfs', ['-w', '-R', 'symlink /evil.umbra-bundle /etc/hostname', stick.image]);
     const h = await harness();
     await h.watcher.start();
     await h.insert(stick.device);
     await h.outcomes(1);
-    assert.equal(h.errors[0]?.code, 'bundle-too-large');
-    assert.match(
-      h.errors[0]!.message,
-      /big\.umbra-bundle on the stick BIG is 65537 bytes; a bundle is at most 65536/,
-    );
+    assert.equal(h.bundles.length, 0);
+    assert.equal(h.errors[0]?.message, 'evil.umbra-bundle on the stick LINK is not a file');
     await h.assertClean();
   });
 

@@ -5,26 +5,15 @@
 // filesystem is probed with blkid, it is mounted read-only, the single *.umbra-bundle file at its
 // top level is read, and it is unmounted again before the bundle is handed on. The listener gets a
 // writeReport() that remounts the stick read-write just long enough to leave a report file on it.
-import { constants, type FSWatcher, watch } from 'node:fs';
-import {
-  lstat,
-  mkdir,
-  mkdtemp,
-  open,
-  readdir,
-  realpath,
-  rename,
-  rmdir,
-  stat,
-  unlink,
-} from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { type FSWatcher, watch } from 'node:fs';
+import { lstat, mkdir, mkdtemp, readdir, realpath, rmdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MAX_BUNDLE_BYTES, mountedFiles, mtoolsFiles, type StickFiles, TooLargeError } from './files.ts';
 import * as sys from './system.ts';
 
 /** The filesystems a provisioning stick may carry, as blkid names them. */
 export const SUPPORTED_FILESYSTEMS: readonly string[] = ['vfat', 'ext4'];
-/** The largest bundle file read from a stick. */
-export const MAX_BUNDLE_BYTES = 64 * 1024;
+export { MAX_BUNDLE_BYTES };
 
 export type UsbLogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type UsbLogger = (level: UsbLogLevel, message: string) => void;
@@ -94,6 +83,11 @@ export interface UsbBundleWatcherOptions {
    * (an image attached with losetup). Devices already mounted are never touched.
    */
   acceptDevice?: (candidate: DeviceCandidate) => boolean | Promise<boolean>;
+  /**
+   * How FAT sticks are reached: 'mount' (the kernel's vfat driver), 'mtools' (mdir/mcopy/mren on the
+   * device, no mount), or 'auto' (mount, and mtools if the kernel has no vfat driver). Default 'auto'.
+   */
+  fatAccess?: 'auto' | 'mount' | 'mtools';
   /** A rescan of watchDir every so often, in case an inotify event was missed; 0 turns it off. Default 5000. */
   rescanMs?: number;
 }
@@ -109,6 +103,7 @@ export class UsbBundleWatcher {
   private readonly patterns: RegExp[];
   private readonly opts: UsbBundleWatcherOptions;
   private readonly log: UsbLogger;
+  private fatAccess: 'auto' | 'mount' | 'mtools';
   private watcher: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
@@ -130,6 +125,7 @@ export class UsbBundleWatcher {
     this.bundleNames = options.bundleNames ?? ['*.umbra-bundle'];
     this.patterns = this.bundleNames.map(globToRegExp);
     this.log = options.log ?? (() => {});
+    this.fatAccess = options.fatAccess ?? 'auto';
   }
 
   /** Starts watching and scans what is already there. */
@@ -305,28 +301,42 @@ export class UsbBundleWatcher {
       );
     }
     const type = p.type;
-    // ext4's noload: a read-only mount must not replay the journal, which would write to the stick.
-    const options = ['ro', 'nosuid', 'nodev', 'noexec', ...(type === 'ext4' ? ['noload'] : [])];
-    const read = await this.withMount(device, type, options, source, async (dir) => {
-      const matches: string[] = [];
-      for (const ent of await readdir(dir, { withFileTypes: true })) {
-        // Hidden files are not candidates: macOS leaves ._NAME companions of every file it copies to FAT.
-        if (!ent.name.startsWith('.') && this.patterns.some((re) => re.test(ent.name)))
-          matches.push(ent.name);
-      }
+    const read = await this.onStick(device, type, 'ro', source, async (files) => {
+      // Hidden files are not candidates: macOS leaves ._NAME companions of every file it copies to FAT.
+      const matches = (await files.list()).filter(
+        (e) => !e.name.startsWith('.') && this.patterns.some((re) => re.test(e.name)),
+      );
       const wanted = this.bundleNames.join(' or ');
       if (matches.length === 0) {
         throw new UsbStickError('no-bundle', source, `no ${wanted} file on the stick ${source}`);
       }
       if (matches.length > 1) {
+        const names = matches.map((m) => m.name).sort();
         throw new UsbStickError(
           'several-bundles',
           source,
-          `${matches.length} bundle files on the stick ${source} (${matches.sort().join(', ')}); leave exactly one`,
+          `${matches.length} bundle files on the stick ${source} (${names.join(', ')}); leave exactly one`,
         );
       }
-      const fileName = matches[0]!;
-      return { fileName, bundle: await readBounded(join(dir, fileName), source) };
+      const { name: fileName, isFile } = matches[0]!;
+      if (!isFile)
+        throw new UsbStickError('read-failed', source, `${fileName} on the stick ${source} is not a file`);
+      try {
+        return { fileName, bundle: await files.read(fileName) };
+      } catch (err) {
+        if (err instanceof TooLargeError) {
+          throw new UsbStickError(
+            'bundle-too-large',
+            source,
+            `${fileName} on the stick ${source} is larger than ${MAX_BUNDLE_BYTES} bytes, the most a bundle may be`,
+          );
+        }
+        throw new UsbStickError(
+          'read-failed',
+          source,
+          `cannot read ${fileName} on the stick ${source}: ${errText(err)}`,
+        );
+      }
     });
     return { ...read, source, type, uuid: p.uuid };
   }
@@ -353,36 +363,60 @@ export class UsbBundleWatcher {
       return;
     }
     const fileName = `umbra-report-${reportTime(new Date())}.txt`;
-    await this.withMount(device, type, ['rw', 'nosuid', 'nodev', 'noexec'], source, async (dir) => {
-      await writeAtomic(dir, fileName, new TextEncoder().encode(text));
-    });
+    await this.onStick(device, type, 'rw', source, (files) =>
+      files.writeAtomic(fileName, new TextEncoder().encode(text)),
+    );
     this.log('info', `usb: report ${fileName} written to the stick ${source}`);
   }
 
-  /** Mounts at a fresh mount point, runs fn, and unmounts and removes the mount point on every path. */
-  private withMount<T>(
+  /**
+   * Runs fn on the stick's files, one stick operation at a time. The stick is mounted at a fresh mount
+   * point and unmounted, and the mount point removed, on every path; a FAT stick on a kernel without a
+   * vfat driver is reached through mtools instead (fatAccess).
+   */
+  private onStick<T>(
     device: string,
     type: string,
-    options: readonly string[],
+    mode: 'ro' | 'rw',
     source: string,
-    fn: (dir: string) => Promise<T>,
+    fn: (files: StickFiles) => Promise<T>,
   ): Promise<T> {
     const op = this.mountLock.then(async () => {
       if (!this.running) throw new Error('usb: the watcher is stopped');
+      if (type === 'vfat' && this.fatAccess === 'mtools') return fn(mtoolsFiles(device));
+      // ext4's noload: a read-only mount must not replay the journal, which would write to the stick.
+      const options = [
+        mode,
+        'nosuid',
+        'nodev',
+        'noexec',
+        ...(mode === 'ro' && type === 'ext4' ? ['noload'] : []),
+      ];
       const dir = await mkdtemp(join(this.mountRoot, 'stick-'));
+      let mounted = false;
       try {
         try {
           await sys.mount(device, dir, type, options);
+          mounted = true;
         } catch (err) {
-          throw new UsbStickError(
-            'mount-failed',
-            source,
-            `cannot mount the stick ${source}: ${errText(err)}`,
-          );
+          if (type === 'vfat' && this.fatAccess === 'auto' && /unknown filesystem type/i.test(errText(err))) {
+            this.fatAccess = 'mtools';
+            this.log(
+              'info',
+              'usb: this kernel cannot mount vfat; FAT sticks are read and written with mtools',
+            );
+          } else {
+            throw new UsbStickError(
+              'mount-failed',
+              source,
+              `cannot mount the stick ${source}: ${errText(err)}`,
+            );
+          }
         }
+        if (!mounted) return await fn(mtoolsFiles(device));
         this.mounted.add(dir);
         try {
-          return await fn(dir);
+          return await fn(mountedFiles(dir));
         } finally {
           await sys.umount(dir);
           this.mounted.delete(dir);
@@ -393,78 +427,6 @@ export class UsbBundleWatcher {
     });
     this.mountLock = op.catch(() => {});
     return op;
-  }
-}
-
-/** Reads a regular file (never through a symlink) of at most MAX_BUNDLE_BYTES. */
-async function readBounded(path: string, source: string): Promise<Uint8Array> {
-  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(
-    (err) => {
-      throw new UsbStickError(
-        'read-failed',
-        source,
-        `cannot open ${basename(path)} on the stick ${source}: ${errText(err)}`,
-      );
-    },
-  );
-  try {
-    const st = await fh.stat();
-    if (!st.isFile())
-      throw new UsbStickError(
-        'read-failed',
-        source,
-        `${basename(path)} on the stick ${source} is not a file`,
-      );
-    if (st.size > MAX_BUNDLE_BYTES) {
-      throw new UsbStickError(
-        'bundle-too-large',
-        source,
-        `${basename(path)} on the stick ${source} is ${st.size} bytes; a bundle is at most ${MAX_BUNDLE_BYTES}`,
-      );
-    }
-    const buf = new Uint8Array(MAX_BUNDLE_BYTES + 1);
-    let n = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-      if (n > MAX_BUNDLE_BYTES) {
-        throw new UsbStickError(
-          'bundle-too-large',
-          source,
-          `${basename(path)} on the stick ${source} is too large`,
-        );
-      }
-    }
-    return buf.slice(0, n);
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Writes dir/name through a temporary file: write, fsync, rename, fsync the directory. */
-async function writeAtomic(dir: string, name: string, data: Uint8Array): Promise<void> {
-  const tmp = join(dir, `.${name}.tmp`);
-  const fh = await open(
-    tmp,
-    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-    0o644,
-  );
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (err) {
-    await fh.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
-  await fh.close();
-  await rename(tmp, join(dir, name));
-  const d = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
   }
 }
 
