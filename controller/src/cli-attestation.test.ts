@@ -223,3 +223,26 @@ test('gateway approve and release: states in gateway list, refusals that say why
     'gateway.release',
   ]);
 });
+
+test('gateway claim creates the gateway from the site, records the claim once, and gateway claims lists it', () => {
+  const hash = 'AB'.repeat(32);
+  const claimed = run('gateway', 'claim', '--ek-hash', hash, '--site', 'Lyon Branch', ...D);
+  assert.equal(claimed.code, 0, claimed.stderr);
+  const claim = JSON.parse(claimed.stdout);
+  assert.deepEqual(
+    [claim.ekHash, claim.gateway, claim.site, claim.usedAt],
+    [hash.toLowerCase(), 'lyon-branch', 'Lyon Branch', null],
+  );
+  const again = run('gateway', 'claim', '--ek-hash', hash, '--site', 'Lyon Branch', ...D);
+  assert.equal(again.code, 2);
+  assert.match(again.stderr, /already claimed/);
+  assert.match(run('gateway', 'claim', '--ek-hash', 'nothex', '--site', 'x', ...D).stderr, /ekHash/);
+  assert.match(run('gateway', 'claim', '--site', 'x', ...D).stderr, /--ek-hash/);
+  const listed = JSON.parse(run('gateway', 'claims', ...D).stdout);
+  assert.deepEqual(
+    listed.map((entry: { gateway: string; usedAt: string | null }) => [entry.gateway, entry.usedAt]),
+    [['lyon-branch', null]],
+  );
+  const gateways = JSON.parse(run('gateway', 'list', ...D).stdout).map((g: { name: string }) => g.name);
+  assert.ok(gateways.includes('lyon-branch'));
+});

@@ -42,6 +42,9 @@ Usage:
   umbra-controller gateway revoke NAME --data DIR  a stolen or retired gateway: its link is cut
   umbra-controller gateway approve NAME --data DIR the PCRs it attested become its golden values
   umbra-controller gateway release NAME --data DIR take a gateway out of quarantine
+  umbra-controller gateway claim --ek-hash H --site SITE [--name NAME] --data DIR
+                                                   a box with that TPM may enroll without a token
+  umbra-controller gateway claims --data DIR       the claims, used or not, as JSON
   umbra-controller ekca add FILE --data DIR        trust TPM manufacturers' CA certificates for EKs
   umbra-controller ekca list --data DIR
   umbra-controller ekca remove FINGERPRINT --data DIR
@@ -122,6 +125,19 @@ Takes the gateway NAME out of quarantine: the controller decides its knocks agai
 approved when the PCR values it last attested are its golden values, awaiting approval when they
 differ (approve them with \`gateway approve\` if the change was yours, such as a firmware update),
 unattested when it never attested. Prints the gateway's new state as JSON.`,
+  'gateway claim': `Usage: umbra-controller gateway claim --ek-hash H --site SITE [--name NAME] --data DIR
+
+Zero-touch enrollment: the box whose TPM has the endorsement key with SHA-256 hash H (its SPKI; the
+box shows it in its provisioning hello, and \`gateway list\` shows it for enrolled ones) may enroll
+as the gateway NAME without a token, once, when its firmware carries this controller's URL and CA
+pin and it gets network by DHCP. Its enrollment is attested as with a token: the EK must chain to a
+CA added with \`ekca add\`, and its PCRs are checked against the golden values of its firmware.
+NAME defaults to SITE in lower case with spaces as dashes; the gateway is created if it does not
+exist. Audited (gateway.claim). Prints the claim as JSON.`,
+  'gateway claims': `Usage: umbra-controller gateway claims --data DIR
+
+Prints the zero-touch claims as JSON: EK hash, gateway, site, when made and when used (null until the
+box enrolled).`,
   'ekca add': `Usage: umbra-controller ekca add FILE --data DIR
 
 Trusts the CA certificates in FILE for the endorsement-key (EK) certificates of gateways' TPMs: the
@@ -462,6 +478,41 @@ async function main(argv: string[]): Promise<number> {
       );
       const { state, golden } = gateway.attestation;
       console.log(JSON.stringify({ gateway: gateway.name, attestation: state, golden }, null, 2));
+      return 0;
+    }
+    case 'gateway claim': {
+      const { values } = parseCommand(help, rest, {
+        ...data,
+        'ek-hash': { type: 'string' },
+        site: { type: 'string' },
+        name: { type: 'string' },
+      });
+      if (values.help) return show(help);
+      const ekHash = required(help, values, 'ek-hash').toLowerCase();
+      const site = required(help, values, 'site');
+      const name = values.name ?? site.trim().toLowerCase().replace(/\s+/g, '-');
+      const claim = await withData(values, help, async ({ store }) => {
+        if (!(await store.getGatewayByName(name))) await store.createGateway({ name });
+        return store.addGatewayClaim({ ekHash, gateway: name, site }, Date.now(), ACTOR);
+      });
+      console.log(JSON.stringify({ ...claim, createdAt: isoOrNull(claim.createdAt) }, null, 2));
+      return 0;
+    }
+    case 'gateway claims': {
+      const { values } = parseCommand(help, rest, data);
+      if (values.help) return show(help);
+      const claims = await withData(values, help, ({ store }) => store.listGatewayClaims());
+      console.log(
+        JSON.stringify(
+          claims.map((claim) => ({
+            ...claim,
+            createdAt: isoOrNull(claim.createdAt),
+            usedAt: isoOrNull(claim.usedAt),
+          })),
+          null,
+          2,
+        ),
+      );
       return 0;
     }
     case 'ekca add': {

@@ -30,7 +30,8 @@ export const ATTESTATION_NONCE_BYTES = 32;
 export const ATTEST_CHALLENGE_TTL_MS = 60_000;
 
 export interface AttestChallengeRequest {
-  token: string;
+  /** Absent for a zero-touch enrollment: the controller then needs a claim for this TPM's EK hash. */
+  token?: string;
   /** The EK certificate's DER as the TPM's NV index holds it (a TCG header is stripped), base64. */
   ekCertificate: string;
   /** The EK's TPMT_PUBLIC (from CreatePrimary with the TCG template), base64. */
@@ -59,7 +60,8 @@ export interface SignedAttest {
 }
 
 export interface AttestEnrollRequest {
-  token: string;
+  /** As in the challenge request: absent for a zero-touch enrollment. */
+  token?: string;
   challenge: string;
   /** What ActivateCredential released, base64. */
   secret: string;

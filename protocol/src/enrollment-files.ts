@@ -22,7 +22,10 @@ interface EnrollmentAnswer {
 }
 
 export interface StartedEnrollment {
-  token: EnrollmentToken;
+  /** Null for a zero-touch enrollment, which has the controller's URL and pin from the firmware. */
+  token: EnrollmentToken | null;
+  /** The controller CA's pin, "sha256/…". */
+  pin: string;
   url: URL;
   /** The controller's CA, found by the token's pin: the only trust for the rest of the enrollment. */
   caPem: string;
@@ -53,7 +56,31 @@ export async function beginEnrollment(
   const url = new URL(controllerUrl ?? token.url);
   const caPem = await fetchPinnedCa(url, token.pin);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  return { token, url, caPem };
+  return { token, pin: token.pin, url, caPem };
+}
+
+/**
+ * A gateway's zero-touch enrollment: no token, the controller's URL and CA pin as its firmware
+ * carries them; the controller must hold a claim for the box's TPM.
+ */
+export async function beginClaimEnrollment(
+  controllerUrl: string,
+  pin: string,
+  dir: string,
+): Promise<StartedEnrollment> {
+  if (existsSync(join(dir, ENROLLMENT_FILE)))
+    throw new ControllerApiError(
+      `${dir} is already enrolled (${ENROLLMENT_FILE}); use another --dir to enroll again`,
+    );
+  let url: URL;
+  try {
+    url = new URL(controllerUrl);
+  } catch {
+    throw new ControllerApiError(`the controller URL "${controllerUrl}" is not a URL`);
+  }
+  const caPem = await fetchPinnedCa(url, pin);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return { token: null, pin, url, caPem };
 }
 
 /** The record enrollment.json holds: who we are (under `subject`), and with which controller. */
@@ -92,12 +119,12 @@ export async function completeEnrollment<S extends 'identity' | 'gateway'>(
   const record = {
     [subject]: fields[subject],
     controller: started.url.href,
-    pin: started.token.pin,
+    pin: started.pin,
     notAfter: fields.notAfter,
   } as EnrollmentRecord<S>;
   await saveEnrollment(
     dir,
-    started.token.pin,
+    started.pin,
     tlsPrivateKey,
     { certificate: fields.certificate, caCertificate: fields.caCertificate },
     record,

@@ -28,6 +28,7 @@ export {
 } from './controller-api.ts';
 export { CertificateRequestError, type CertificateRequestOptions, createCertificateRequest } from './csr.ts';
 export {
+  beginClaimEnrollment,
   beginEnrollment,
   CA_CERT_FILE,
   completeEnrollment,

@@ -419,3 +419,49 @@ describe('an attested gateway', () => {
     assert.equal(gatewayRefusal(approved.gateways.get('branch-new'), 'branch-new'), null);
   });
 });
+
+describe('zero-touch: a box with no token enrolls by its claimed TPM', () => {
+  test('refused without a claim; enrolls once claimed; the claim is spent', async () => {
+    const box = await startSwtpm();
+    now = Math.max(now, Date.now() + 2_000); // after its EK certificate's notBefore
+    try {
+      await controller.data.store.addEkRoots(parseEkRoots(caFiles(box), 'box.pem'), now, 'cli');
+      const firmware = {
+        controllerUrl: controller.url,
+        caPin: controller.data.settings.caPin,
+        tpm: box.address,
+      };
+      const refused = await enrollGatewayWithTpm(null, join(root, 'zt1'), firmware).then(
+        () => assert.fail('enrolled without a claim'),
+        (error: unknown) => error as Error,
+      );
+      const hash = /EK hash ([0-9a-f]{64})/.exec(refused.message)?.[1];
+      assert.ok(hash, refused.message);
+      assert.match(refused.message, /no token, and no claim for this TPM .*gateway claim --ek-hash/);
+
+      await controller.data.store.createGateway({ name: 'lyon-1' });
+      await controller.data.store.addGatewayClaim(
+        { ekHash: hash, gateway: 'lyon-1', site: 'Lyon' },
+        now,
+        'cli',
+      );
+      const enrolled = await enrollGatewayWithTpm(null, join(root, 'zt2'), firmware);
+      assert.equal(enrolled.gateway, 'lyon-1');
+      assert.equal(enrolled.attestation, 'awaiting-approval');
+      const gateway = await controller.data.store.getGatewayByName('lyon-1');
+      assert.equal(gateway?.tpm?.ekHash, hash);
+      assert.notEqual((await controller.data.store.getGatewayClaim(hash))?.usedAt, null);
+      await assert.rejects(
+        enrollGatewayWithTpm(null, join(root, 'zt3'), firmware),
+        refusedWith(/claim for this TPM .* was already used/),
+      );
+      // A token-less enrollment needs the pin its firmware carries; a wrong one trusts nothing.
+      await assert.rejects(
+        enrollGatewayWithTpm(null, join(root, 'zt4'), { ...firmware, caPin: `sha256/${'A'.repeat(43)}=` }),
+        /pin/i,
+      );
+    } finally {
+      await box.stop();
+    }
+  });
+});

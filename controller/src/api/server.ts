@@ -71,7 +71,7 @@ const attestChallengeSchema = {
   body: {
     type: 'object',
     additionalProperties: false,
-    required: ['token', 'ekCertificate', 'ekPublic', 'akPublic'],
+    required: ['ekCertificate', 'ekPublic', 'akPublic'],
     properties: {
       token: { type: 'string', maxLength: 2048 },
       ekCertificate: base64(5600),
@@ -86,7 +86,6 @@ const attestEnrollSchema = {
     type: 'object',
     additionalProperties: false,
     required: [
-      'token',
       'challenge',
       'secret',
       'quote',

@@ -1,6 +1,7 @@
 // Attested gateway enrollment, the controller's side (protocol/src/attestation.ts has the exchange).
 //
-// challenge: the token must be spendable, the EK certificate must chain to a root the operator
+// challenge: the token must be spendable (or, with no token, the operator must have claimed this
+//   TPM's EK hash for a gateway: zero-touch), the EK certificate must chain to a root the operator
 //   added (`ekca add`) and carry the key of the EK public area sent, and the AK must be a restricted
 //   signing key that only signs what the TPM itself produced. The answer is a credential that only
 //   that EK's TPM can open, and only for that AK's Name, and a fresh nonce. Challenges live in
@@ -58,7 +59,8 @@ const MAX_CHALLENGES = 256;
 
 interface Challenge {
   subject: string;
-  tokenHash: string;
+  /** The token's hash, or null for a zero-touch enrollment by claim (then the EK hash is the key). */
+  tokenHash: string | null;
   ekHash: string;
   akBytes: Uint8Array;
   akArea: PublicArea;
@@ -114,7 +116,9 @@ export class AttestedEnrollment {
 
   async challenge(request: AttestChallengeRequest): Promise<AttestChallengeResponse> {
     const now = this.now();
-    const { subject, tokenHash } = await this.spendable(request.token, now);
+    const byToken = request.token === undefined ? null : await this.spendable(request.token, now);
+    let subject = byToken?.subject ?? '?';
+    const tokenHash = byToken?.tokenHash ?? null;
     const refuse = (reason: string, details: Record<string, unknown> = {}) =>
       this.refuse(subject, reason, details);
 
@@ -127,6 +131,18 @@ export class AttestedEnrollment {
     }
     const spki = ek.publicKey.export({ type: 'spki', format: 'der' });
     const hash = ekHash(spki);
+    if (!byToken) {
+      // Zero-touch: the operator claimed this TPM for a gateway (`gateway claim --ek-hash`).
+      const claim = await this.data.store.getGatewayClaim(hash);
+      if (!claim || claim.usedAt !== null)
+        return refuse(
+          claim
+            ? `the claim for this TPM (EK hash ${hash}) was already used; claim it again or enroll with a token`
+            : `no token, and no claim for this TPM (EK hash ${hash}): ask the operator to run \`umbra-controller gateway claim --ek-hash ${hash} --site SITE\``,
+          { ekHash: hash },
+        );
+      subject = claim.gateway;
+    }
     const ekPublic = publicAreaOf(request.ekPublic, 'ekPublic');
     let sameKey = false;
     try {
@@ -189,7 +205,7 @@ export class AttestedEnrollment {
 
   async enroll(request: AttestEnrollRequest): Promise<AttestEnrollResponse> {
     const now = this.now();
-    const { subject, tokenHash } = await this.spendable(request.token, now);
+    const byToken = request.token === undefined ? null : await this.spendable(request.token, now);
     decodeKeyText(request.spaPublicKey);
     try {
       await this.data.ca.verifyRequest(request.csr);
@@ -199,7 +215,8 @@ export class AttestedEnrollment {
     const challenge = this.challenges.get(request.challenge);
     // One use: a second answer to the same nonce is stale whatever it says.
     this.challenges.delete(request.challenge);
-    if (!challenge || challenge.tokenHash !== tokenHash || challenge.expiresAt <= now)
+    const subject = byToken?.subject ?? challenge?.subject ?? '?';
+    if (!challenge || challenge.tokenHash !== (byToken?.tokenHash ?? null) || challenge.expiresAt <= now)
       return this.refuse(
         subject,
         `stale nonce: the challenge is unknown, used or older than ${ATTEST_CHALLENGE_TTL_MS / 1000} s; run enroll again`,
@@ -266,10 +283,13 @@ export class AttestedEnrollment {
         );
     }
 
-    // Every check passed: spend the token, then record and issue.
-    const consumed = await this.data.store.consumeEnrollmentToken(tokenHash, now);
-    if (!consumed.ok)
-      return this.refuse(subject, `the enrollment token was ${consumed.reason} meanwhile`, {});
+    // Every check passed: spend the token (or the claim), then record and issue.
+    if (byToken) {
+      const consumed = await this.data.store.consumeEnrollmentToken(byToken.tokenHash, now);
+      if (!consumed.ok)
+        return this.refuse(subject, `the enrollment token was ${consumed.reason} meanwhile`, {});
+    } else if (!(await this.data.store.consumeGatewayClaim(challenge.ekHash, now)))
+      return this.refuse(subject, 'the claim for this TPM was used meanwhile', { ekHash: challenge.ekHash });
     const tpm: GatewayTpm = {
       ekHash: challenge.ekHash,
       akPublic: Buffer.from(challenge.akBytes).toString('base64'),
@@ -302,6 +322,7 @@ export class AttestedEnrollment {
         notAfter: issued.notAfter.toISOString(),
         ekHash: challenge.ekHash,
         attestation: state,
+        by: byToken ? 'token' : 'claim',
       },
     });
     return {

@@ -28,6 +28,8 @@ const NO_POLICY_CHANGE = new Set([
   'init',
   'token.create',
   'gateway.token.create',
+  'gateway.claim',
+  'gateway.link',
   'certificate.renew',
   'ekca.add',
   'ekca.remove',

@@ -28,7 +28,10 @@ import {
   type FirmwarePcrsRow,
   firmwarePcrsFromRow,
   firmwareTaken,
+  GATEWAY_CLAIM_SELECT,
+  type GatewayClaimRow,
   type GatewayRow,
+  gatewayClaimFromRow,
   gatewayFromRow,
   type IdentityRow,
   identityFromRow,
@@ -57,6 +60,7 @@ import {
   type EnrollmentToken,
   type FirmwarePcrs,
   type Gateway,
+  type GatewayClaim,
   type GatewayEndpoint,
   type GatewayTpm,
   type Group,
@@ -69,6 +73,7 @@ import {
   type NewFirmwarePcrs,
   type NewGateway,
   type NewGatewayAttestation,
+  type NewGatewayClaim,
   type NewIdentity,
   type NewPolicy,
   type NewService,
@@ -105,6 +110,7 @@ import {
   checkNewAttestation,
   checkNewEkRoot,
   checkNewFirmwarePcrs,
+  checkNewGatewayClaim,
   checkNewSession,
   checkOneOf,
   checkPem,
@@ -791,6 +797,60 @@ export class PgStore implements Store {
   }
 
   // ---- golden PCR values per firmware version
+
+  async addGatewayClaim(input: NewGatewayClaim, now: number, actor: string): Promise<GatewayClaim> {
+    const claim = checkNewGatewayClaim(input);
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.#transaction(async (q) => {
+      const gateway = await gatewayRow(q, claim.gateway);
+      if (!gateway) throw notFound('gateway', `no gateway named "${claim.gateway}"`);
+      if (gateway.status === 'revoked') throw invalid('gateway', `gateway "${claim.gateway}" is revoked`);
+      const inserted = await one(
+        q,
+        `INSERT INTO gateway_claims (ek_hash, gateway_id, site, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (ek_hash) DO NOTHING RETURNING ek_hash`,
+        [claim.ekHash, gateway.id, claim.site, now],
+      );
+      if (!inserted)
+        throw duplicate(
+          'ekHash',
+          `the TPM ${claim.ekHash} is already claimed (umbra-controller gateway claims)`,
+        );
+      await audit(q, now, actor, 'gateway.claim', claim.gateway, { ekHash: claim.ekHash, site: claim.site });
+      return gatewayClaimFromRow(
+        (await one<GatewayClaimRow>(q, `${GATEWAY_CLAIM_SELECT} WHERE c.ek_hash = $1`, [claim.ekHash]))!,
+      );
+    });
+  }
+
+  async getGatewayClaim(ekHash: string): Promise<GatewayClaim | null> {
+    const hash = checkHex(ekHash, 'ekHash', 32, 32);
+    const row = await one<GatewayClaimRow>(this.#pool, `${GATEWAY_CLAIM_SELECT} WHERE c.ek_hash = $1`, [
+      hash,
+    ]);
+    return row ? gatewayClaimFromRow(row) : null;
+  }
+
+  async listGatewayClaims(): Promise<GatewayClaim[]> {
+    return (
+      await all<GatewayClaimRow>(
+        this.#pool,
+        `${GATEWAY_CLAIM_SELECT} ORDER BY c.created_at, c.ek_hash ${BY_CODE_POINT}`,
+      )
+    ).map(gatewayClaimFromRow);
+  }
+
+  async consumeGatewayClaim(ekHash: string, now: number): Promise<boolean> {
+    const hash = checkHex(ekHash, 'ekHash', 32, 32);
+    checkTimestamp(now, 'now');
+    const spent = await one(
+      this.#pool,
+      'UPDATE gateway_claims SET used_at = $1 WHERE ek_hash = $2 AND used_at IS NULL RETURNING ek_hash',
+      [now, hash],
+    );
+    return spent !== undefined;
+  }
 
   async addFirmwarePcrs(input: NewFirmwarePcrs, now: number, actor: string): Promise<FirmwarePcrs> {
     const { version, bank, pcrs } = checkNewFirmwarePcrs(input);

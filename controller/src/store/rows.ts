@@ -14,6 +14,7 @@ import type {
   EnrollmentToken,
   FirmwarePcrs,
   Gateway,
+  GatewayClaim,
   GatewayStatus,
   Identity,
   IdentityKind,
@@ -73,6 +74,29 @@ export interface EkRootRow {
   not_after: number;
   added_at: number;
 }
+
+export interface GatewayClaimRow {
+  ek_hash: string;
+  /** Joined from gateways. */
+  gateway: string;
+  site: string;
+  created_at: number;
+  used_at: number | null;
+}
+
+export function gatewayClaimFromRow(row: GatewayClaimRow): GatewayClaim {
+  return {
+    ekHash: row.ek_hash,
+    gateway: row.gateway,
+    site: row.site,
+    createdAt: Number(row.created_at),
+    usedAt: row.used_at === null ? null : Number(row.used_at),
+  };
+}
+
+/** Claims with their gateway's name. */
+export const GATEWAY_CLAIM_SELECT =
+  'SELECT c.ek_hash, g.name AS gateway, c.site, c.created_at, c.used_at FROM gateway_claims c JOIN gateways g ON g.id = c.gateway_id';
 
 export interface FirmwarePcrsRow {
   version: string;

@@ -191,6 +191,19 @@ export const MIGRATIONS: readonly Migration[] = [
       'ALTER TABLE gateways ADD COLUMN tpm_identity_public TEXT',
     ],
   },
+  {
+    version: 5,
+    description: 'zero-touch claims: a TPM (by EK hash) that may enroll as a gateway without a token',
+    statements: [
+      `CREATE TABLE gateway_claims (
+        ek_hash TEXT PRIMARY KEY,
+        gateway_id TEXT NOT NULL REFERENCES gateways (id),
+        site TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        used_at BIGINT
+      )`,
+    ],
+  },
 ];
 
 /** The schema version this code writes and understands. */

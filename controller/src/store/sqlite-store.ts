@@ -24,7 +24,10 @@ import {
   type FirmwarePcrsRow,
   firmwarePcrsFromRow,
   firmwareTaken,
+  GATEWAY_CLAIM_SELECT,
+  type GatewayClaimRow,
   type GatewayRow,
+  gatewayClaimFromRow,
   gatewayFromRow,
   type IdentityRow,
   identityFromRow,
@@ -53,6 +56,7 @@ import {
   type EnrollmentToken,
   type FirmwarePcrs,
   type Gateway,
+  type GatewayClaim,
   type GatewayEndpoint,
   type GatewayTpm,
   type Group,
@@ -65,6 +69,7 @@ import {
   type NewFirmwarePcrs,
   type NewGateway,
   type NewGatewayAttestation,
+  type NewGatewayClaim,
   type NewIdentity,
   type NewPolicy,
   type NewService,
@@ -101,6 +106,7 @@ import {
   checkNewAttestation,
   checkNewEkRoot,
   checkNewFirmwarePcrs,
+  checkNewGatewayClaim,
   checkNewSession,
   checkOneOf,
   checkPem,
@@ -839,6 +845,57 @@ export class SqliteStore implements Store {
   }
 
   // ---- golden PCR values per firmware version
+
+  async addGatewayClaim(input: NewGatewayClaim, now: number, actor: string): Promise<GatewayClaim> {
+    const claim = checkNewGatewayClaim(input);
+    checkTimestamp(now, 'now');
+    checkText(actor, 'actor');
+    return this.transaction(() => {
+      const gateway = this.#gatewayRow(claim.gateway);
+      if (!gateway) throw notFound('gateway', `no gateway named "${claim.gateway}"`);
+      if (gateway.status === 'revoked') throw invalid('gateway', `gateway "${claim.gateway}" is revoked`);
+      if (this.#get('SELECT 1 FROM gateway_claims WHERE ek_hash = ?', [claim.ekHash]))
+        throw duplicate(
+          'ekHash',
+          `the TPM ${claim.ekHash} is already claimed (umbra-controller gateway claims)`,
+        );
+      this.#run('INSERT INTO gateway_claims (ek_hash, gateway_id, site, created_at) VALUES (?, ?, ?, ?)', [
+        claim.ekHash,
+        gateway.id,
+        claim.site,
+        now,
+      ]);
+      this.#audit(now, actor, 'gateway.claim', claim.gateway, { ekHash: claim.ekHash, site: claim.site });
+      return gatewayClaimFromRow(
+        this.#get(`${GATEWAY_CLAIM_SELECT} WHERE c.ek_hash = ?`, [claim.ekHash]) as GatewayClaimRow,
+      );
+    });
+  }
+
+  async getGatewayClaim(ekHash: string): Promise<GatewayClaim | null> {
+    const hash = checkHex(ekHash, 'ekHash', 32, 32);
+    const row = this.#get(`${GATEWAY_CLAIM_SELECT} WHERE c.ek_hash = ?`, [hash]) as
+      | GatewayClaimRow
+      | undefined;
+    return row ? gatewayClaimFromRow(row) : null;
+  }
+
+  async listGatewayClaims(): Promise<GatewayClaim[]> {
+    return (this.#all(`${GATEWAY_CLAIM_SELECT} ORDER BY c.created_at, c.ek_hash`) as GatewayClaimRow[]).map(
+      gatewayClaimFromRow,
+    );
+  }
+
+  async consumeGatewayClaim(ekHash: string, now: number): Promise<boolean> {
+    const hash = checkHex(ekHash, 'ekHash', 32, 32);
+    checkTimestamp(now, 'now');
+    return (
+      this.#run('UPDATE gateway_claims SET used_at = ? WHERE ek_hash = ? AND used_at IS NULL', [
+        now,
+        hash,
+      ]) === 1
+    );
+  }
 
   async addFirmwarePcrs(input: NewFirmwarePcrs, now: number, actor: string): Promise<FirmwarePcrs> {
     const { version, bank, pcrs } = checkNewFirmwarePcrs(input);

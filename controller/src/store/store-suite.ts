@@ -236,6 +236,45 @@ export function storeSuite(name: string, open: OpenStore): void {
         assert.deepEqual((await store.getGatewayByName('tpm-box'))?.tpm, tpm);
       });
 
+      test('a zero-touch claim names an existing gateway, is audited, listed, and spent once', async () => {
+        const ekHash = 'ef'.repeat(32);
+        await assert.rejects(
+          store.addGatewayClaim({ ekHash, gateway: 'nowhere', site: 'Lyon' }, 1_000, 'cli'),
+          refusedWith('not-found', 'gateway', /nowhere/),
+        );
+        await store.createGateway({ name: 'lyon-1' });
+        await assert.rejects(
+          store.addGatewayClaim({ ekHash: 'xyz', gateway: 'lyon-1', site: 'Lyon' }, 1_000, 'cli'),
+          refusedWith('invalid', 'ekHash', /hex/),
+        );
+        const claim = await store.addGatewayClaim(
+          { ekHash, gateway: 'lyon-1', site: 'Lyon branch' },
+          1_000,
+          'cli',
+        );
+        assert.deepEqual(claim, {
+          ekHash,
+          gateway: 'lyon-1',
+          site: 'Lyon branch',
+          createdAt: 1_000,
+          usedAt: null,
+        });
+        await assert.rejects(
+          store.addGatewayClaim({ ekHash, gateway: 'lyon-1', site: 'Lyon' }, 2_000, 'cli'),
+          refusedWith('duplicate', 'ekHash', /already claimed/),
+        );
+        assert.deepEqual(await store.listGatewayClaims(), [claim]);
+        assert.equal(await store.consumeGatewayClaim(ekHash, 3_000), true);
+        assert.equal(await store.consumeGatewayClaim(ekHash, 4_000), false);
+        assert.equal((await store.getGatewayClaim(ekHash))?.usedAt, 3_000);
+        assert.equal(await store.getGatewayClaim('00'.repeat(32)), null);
+        const audited = (await store.listAudit()).filter((entry) => entry.action === 'gateway.claim');
+        assert.deepEqual(
+          audited.map((entry) => [entry.subject, entry.details]),
+          [['lyon-1', { ekHash, site: 'Lyon branch' }]],
+        );
+      });
+
       test('a revoked gateway stays revoked, is audited once, and cannot enroll again', async () => {
         await store.createGateway({ name: 'stolen', publicKey: publicKey() });
         const revoked = await store.revokeGateway('stolen', 1_000, 'cli');

@@ -106,6 +106,27 @@ export interface NewGatewayAttestation {
   reason?: string;
 }
 
+/**
+ * Zero-touch: a box whose TPM has this EK may enroll as `gateway` without a token, once. Its firmware
+ * carries the controller's URL and CA pin; the EK certificate and the attestation prove it is that box.
+ */
+export interface GatewayClaim {
+  /** SHA-256 of the EK's SPKI DER, lower-case hex (what `gateway list` and the box's hello show). */
+  ekHash: string;
+  gateway: string;
+  /** The site the box is meant for, as the operator named it. */
+  site: string;
+  createdAt: number;
+  usedAt: number | null;
+}
+
+export interface NewGatewayClaim {
+  ekHash: string;
+  /** An existing gateway, not revoked. */
+  gateway: string;
+  site: string;
+}
+
 /** A TPM manufacturer's CA certificate trusted for EK certificate chains. */
 export interface EkRoot {
   /** SHA-256 of the DER, lower-case hex. */
@@ -452,6 +473,17 @@ export interface Store {
   listEkRoots(): Promise<EkRoot[]>;
   /** Removes one EK root, audited `ekca.remove`; returns what was removed. */
   removeEkRoot(fingerprint: string, now: number, actor: string): Promise<EkRoot>;
+
+  /**
+   * Claims a TPM for a gateway (zero-touch enrollment), audited `gateway.claim`; an EK hash already
+   * claimed is `duplicate`, a missing or revoked gateway refused.
+   */
+  addGatewayClaim(input: NewGatewayClaim, now: number, actor: string): Promise<GatewayClaim>;
+  getGatewayClaim(ekHash: string): Promise<GatewayClaim | null>;
+  /** By creation time. */
+  listGatewayClaims(): Promise<GatewayClaim[]>;
+  /** Marks the claim used at `now`; false when it was already used (or does not exist): one enrollment per claim. */
+  consumeGatewayClaim(ekHash: string, now: number): Promise<boolean>;
 
   /** Golden PCR values for one firmware version, audited `firmware.pcrs.add`; a known version is `duplicate`. */
   addFirmwarePcrs(input: NewFirmwarePcrs, now: number, actor: string): Promise<FirmwarePcrs>;

@@ -15,6 +15,7 @@ import {
   type NewEkRoot,
   type NewFirmwarePcrs,
   type NewGatewayAttestation,
+  type NewGatewayClaim,
   type NewSession,
   PCR_BANKS,
   type PcrBank,
@@ -398,6 +399,18 @@ export function checkFirmwareVersion(value: unknown, field: string): string {
 }
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/** A claim: the EK hash (64 hex), an existing gateway's name and a site name (1-64 printable). */
+export function checkNewGatewayClaim(input: NewGatewayClaim): NewGatewayClaim {
+  const ekHash = checkHex(input?.ekHash, 'ekHash', 32, 32);
+  const gateway = checkName(input.gateway, 'gateway');
+  if (typeof input.site !== 'string' || !/^[\p{L}\p{N}][\p{L}\p{N} ._-]{0,63}$/u.test(input.site))
+    throw invalid(
+      'site',
+      `expected 1-64 letters, digits, spaces or ._- such as "Lyon branch", got ${shown(input.site)}`,
+    );
+  return { ekHash, gateway, site: input.site };
+}
 
 /** A gateway's TPM keys: the EK hash and two TPMT_PUBLIC areas in base64 (an RSA-2048 one is ~330 bytes). */
 export function checkGatewayTpm(value: GatewayTpm, field: string): GatewayTpm {

@@ -17,6 +17,7 @@ import {
   ATTEST_CHALLENGE_PATH,
   ATTEST_ENROLL_PATH,
   type AttestEnrollResponse,
+  beginClaimEnrollment,
   beginEnrollment,
   ControllerApiError,
   completeEnrollment,
@@ -24,6 +25,7 @@ import {
   ekHash,
   encodeKey,
   postJson,
+  type StartedEnrollment,
 } from '@umbra/protocol';
 import { parseEkCertificate } from '@umbra/tpm2';
 import { z } from 'zod';
@@ -35,6 +37,11 @@ import { tpmRecordFor, writeSealedKeys } from './sealed-keys.ts';
 export interface AttestedEnrollOptions {
   /** device:/dev/tpmrm0, swtpm:HOST:PORT or swtpm-unix:PATH. */
   tpm: string;
+  /**
+   * Zero-touch (no token): the controller's CA pin as the firmware carries it; `controllerUrl` is then
+   * required too, and the controller must hold a claim for this TPM (`gateway claim --ek-hash`).
+   */
+  caPin?: string;
   /** Reach the controller here rather than at the token's URL. */
   controllerUrl?: string;
   /** The firmware version to find golden PCR values for. */
@@ -62,12 +69,17 @@ function b64(bytes: Uint8Array): string {
 }
 
 export async function enrollGatewayWithTpm(
-  tokenText: string,
+  tokenText: string | null,
   dir: string,
   options: AttestedEnrollOptions,
 ): Promise<AttestedGatewayEnrollment> {
   const progress = options.progress ?? (() => {});
-  const started = await beginEnrollment(tokenText, dir, 'gateway', options.controllerUrl);
+  let started: StartedEnrollment;
+  if (tokenText !== null) started = await beginEnrollment(tokenText, dir, 'gateway', options.controllerUrl);
+  else if (options.controllerUrl && options.caPin)
+    started = await beginClaimEnrollment(options.controllerUrl, options.caPin, dir);
+  else throw new ControllerApiError('an enrollment without a token needs the controller URL and its CA pin');
+  const token = tokenText === null ? {} : { token: tokenText.trim() };
   const tpm = await GatewayTpm.open(options.tpm);
   try {
     progress(`reading the EK certificate from the TPM at ${options.tpm}`);
@@ -82,7 +94,7 @@ export async function enrollGatewayWithTpm(
     const challenge = parseAnswer(
       challengeAnswer,
       await postJson(new URL(ATTEST_CHALLENGE_PATH, started.url), started.caPem, {
-        token: tokenText.trim(),
+        ...token,
         ekCertificate: b64(endorsement.certificate),
         ekPublic: b64(endorsement.publicBytes),
         akPublic: b64(keys.akPublic),
@@ -103,7 +115,7 @@ export async function enrollGatewayWithTpm(
     const tls = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     progress('sending the quote and the certified identity key');
     const answer = (await postJson(new URL(ATTEST_ENROLL_PATH, started.url), started.caPem, {
-      token: tokenText.trim(),
+      ...token,
       challenge: challenge.challenge,
       secret: b64(secret),
       quote: { attest: b64(quote.attest), signature: b64(quote.signature) },
