@@ -7,7 +7,7 @@
 // replacing a file unless told, and nothing here ever prints the token.
 
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { link, open, rename, unlink } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
@@ -239,8 +239,15 @@ export interface CreatedKey {
 
 /** Makes the organisation's provisioning key pair: FILE (0600) and FILE.pub. */
 export async function createKeyFiles(out: string): Promise<CreatedKey> {
-  const key = generateProvisioningKey();
   const publicPath = `${out}.pub`;
+  // Checked first so a refusal leaves no half-made pair behind; writeProvisioningKey still refuses
+  // to replace either file should one appear meanwhile.
+  for (const path of [out, publicPath])
+    if (existsSync(path))
+      throw new UsageError(
+        `--out ${out}: ${path} already exists; a provisioning key is never replaced — choose another --out, or move the old pair away`,
+      );
+  const key = generateProvisioningKey();
   await writeProvisioningKey(key, { privateKey: out, publicKey: publicPath });
   return {
     privatePath: out,

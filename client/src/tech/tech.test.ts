@@ -281,7 +281,14 @@ describe('umbra-tech key create and bundle create', () => {
   test('the key pair: private 0600, an existing file refused', async () => {
     assert.equal(statSync(keyPath).mode & 0o777, 0o600);
     assert.match(readFileSync(`${keyPath}.pub`, 'utf8'), /^-----BEGIN PUBLIC KEY-----/);
-    await assert.rejects(run(['key', 'create', '--out', keyPath], null), SecretFileError);
+    await assert.rejects(
+      run(['key', 'create', '--out', keyPath], null),
+      (error: Error) => error instanceof UsageError && /provisioning\.key already exists/.test(error.message),
+    );
+    const lonePub = join(dir, 'lone.key');
+    writeFileSync(`${lonePub}.pub`, 'x');
+    await assert.rejects(run(['key', 'create', '--out', lonePub], null), /lone\.key\.pub already exists/);
+    assert.throws(() => statSync(lonePub), /ENOENT/);
   });
 
   const bundleArgs = (out: string, extra: string[] = []) => [
@@ -344,7 +351,9 @@ describe('umbra-tech key create and bundle create', () => {
     // an existing bundle is kept unless --force
     await assert.rejects(
       run(bundleArgs(out, ['--network', 'dhcp']), null),
-      /--out .*lyon\.bundle: it exists; give another --out, or --force/,
+      (error: Error) =>
+        error instanceof SecretFileError &&
+        /--out .*lyon\.bundle: it exists; give another --out, or --force/.test(error.message),
     );
     assert.equal((await run(bundleArgs(out, ['--network', 'dhcp', '--force']), null)).code, 0);
     assert.equal(openSiteBundle(readFileSync(out), [publicKey], Date.now()).network.mode, 'dhcp');
