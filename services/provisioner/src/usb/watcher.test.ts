@@ -318,6 +318,23 @@ describe('USB sticks', { skip: isRoot ? false : 'needs root (losetup, mount)' },
     await h.assertClean();
   });
 
+  test('stop() while a stick is being read leaves nothing mounted', { skip: ext4 }, async () => {
+    const stick = await makeStick('ext4', 'STOP', { 's.umbra-bundle': 's' });
+    const h = await harness();
+    await h.watcher.start();
+    await h.insert(stick.device);
+    // Stop as soon as the stick is mounted (or has been handled already).
+    const deadline = Date.now() + 5000;
+    while (
+      !readFileSync('/proc/self/mountinfo', 'utf8').includes(h.watcher.mountRoot) &&
+      Date.now() < deadline
+    ) {
+      if (h.bundles.length + h.errors.length > 0) break;
+      await new Promise((res) => setTimeout(res, 5));
+    }
+    await h.assertClean();
+  });
+
   test('a report for a stick that was pulled is refused', { skip: ext4 }, async () => {
     const stick = await makeStick('ext4', 'PULLED', { 'p.umbra-bundle': 'p' });
     const h = await harness();
