@@ -252,7 +252,7 @@ function showHello(io: TechIo, hello: BoxHello): void {
   if (hello.lastError)
     lines.push(`last attempt failed: ${hello.lastError.code}: ${printable(hello.lastError.message)}`);
   if (hello.state === 'enrolled')
-    lines.push('note: this box is already enrolled; it decides whether to take a new bundle');
+    lines.push('note: this box is already enrolled; it takes a new bundle only after a factory reset');
   io.stdout.write(`${lines.join('\n')}\n`);
 }
 
@@ -268,6 +268,10 @@ export function refusalHint(code: string, port: string): string {
     case 'malformed':
     case 'too-large':
       return 'is --bundle the file umbra-tech bundle create wrote? create it again';
+    case 'busy':
+      return 'the box is applying another bundle (from a USB stick or another session); wait, check umbra-tech status, then try again';
+    case 'already-provisioned':
+      return 'the box is enrolled already; to provision it again, factory-reset it first (hold its reset button 10 s)';
     case 'invalid-field':
       return 'create the bundle again with the field the box names corrected';
     default:
