@@ -222,6 +222,21 @@ export class Provisioner {
     return this.#run('a factory reset', () => this.#factoryReset());
   }
 
+  /**
+   * A problem found before any bundle could be applied (a USB stick with no bundle, say): logged,
+   * recorded as the last error while the box is unprovisioned and idle, and the fault pattern shown.
+   */
+  async reportError(code: string, message: string): Promise<void> {
+    this.log.error(`${code}: ${message}`);
+    if (this.state === 'unprovisioned' && !this.#job)
+      this.#transition({
+        state: 'unprovisioned',
+        step: this.record.step,
+        lastError: this.store.error(code, message),
+      });
+    await this.#showFault();
+  }
+
   #run(what: string, job: () => Promise<void>): Promise<void> {
     this.#jobSource = what;
     const running = job().finally(() => {
@@ -363,7 +378,7 @@ export class Provisioner {
     if (!leds) return;
     try {
       await leds.flash('fault', this.#options.faultMs ?? DEFAULT_FAULT_MS);
-      await leds.show('awaiting-provisioning');
+      await leds.show(patternFor(this.state));
     } catch (error) {
       this.log.warn(`LEDs: ${(error as Error).message}`);
     }

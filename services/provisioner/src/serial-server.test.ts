@@ -202,7 +202,7 @@ describe('BoxIdentity', () => {
       assert.equal(await identity.ekHash(), UNKNOWN_EK_HASH);
       assert.match(messages[0]!, /cannot read the EK from the TPM: no TPM/);
       assert.equal(
-        new BoxIdentity({ sysfsRoot: root + '/none', serialNumber: 'CFG-1' }).serialNumber,
+        new BoxIdentity({ sysfsRoot: `${root}/none`, serialNumber: 'CFG-1' }).serialNumber,
         'CFG-1',
       );
     } finally {

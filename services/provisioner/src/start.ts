@@ -1,0 +1,220 @@
+// startProvisioner: everything `umbra-provisioner run` starts, as one call a test rig can drive —
+// the LEDs (and the reset button) from a board file, the provisioner with its power-loss recovery,
+// the serial server on the console, and the USB stick watcher.
+
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import {
+  type ButtonInput,
+  type Clock,
+  closeSerial,
+  loadBoard,
+  openBoardButton,
+  openSerial,
+  resetButtonActions,
+  type StatusLeds,
+  StatusLeds as StatusLedsClass,
+  SysfsLeds,
+  watchResetButton,
+} from '@umbra/hal';
+import { ProvisionerLog } from './log.ts';
+import { LinuxNetworkApplier, type NetworkApplier } from './network.ts';
+import {
+  DEFAULT_TRUST_DIR,
+  type EnrollFunction,
+  loadTrustedKeys,
+  type ProgressEvent,
+  ProvisionError,
+  Provisioner,
+} from './provisioner.ts';
+import { BoxIdentity, SerialServer } from './serial-server.ts';
+import type { StateRecord } from './state.ts';
+import { type UsbBundle, UsbBundleWatcher, type UsbStickError } from './usb/index.ts';
+
+export interface StartProvisionerOptions {
+  stateDir: string;
+  /** Default STATE_DIR/gateway. */
+  gatewayDir?: string;
+  /** device:/dev/tpmrm0, swtpm:HOST:PORT or swtpm-unix:PATH. */
+  tpm: string;
+  /** Provisioning public keys (default /etc/umbra/provisioning-keys/), unless trustedKeys is given. */
+  trustDir?: string;
+  trustedKeys?: readonly Uint8Array[];
+  /** The uplink (default eth0), unless `network` is given. */
+  interface?: string;
+  network?: NetworkApplier;
+  /** Where resolv.conf and umbra/firmware-version are (default /etc). */
+  etcDir?: string;
+  /** Root of /sys and /proc for the serial number and the LEDs (default /). */
+  sysfsRoot?: string;
+  /** The console: a device path (opened with @umbra/hal openSerial) or any Duplex. */
+  serial?: string | Duplex;
+  baudRate?: number;
+  /** Watch this directory of links to block devices for USB sticks (e.g. /dev/disk/by-uuid). */
+  usbDir?: string;
+  /** Where sticks are mounted (default /run/umbra/usb). */
+  usbMountRoot?: string;
+  /** A board file (hal/boards/*.json): LEDs under SYSFS_ROOT and the reset button. */
+  board?: string;
+  /** Instead of a board file (tests). */
+  leds?: StatusLeds;
+  button?: ButtonInput;
+  /** The button's clock (tests step it by hand). */
+  clock?: Clock;
+  serialNumber?: string;
+  firmwareVersion?: string;
+  /** Each log line (default: stderr). */
+  logSink?: (line: string) => void;
+  faultMs?: number;
+  // Test hooks.
+  verifyController?: (controllerUrl: string) => Promise<void>;
+  enroll?: EnrollFunction;
+  readEkHash?: () => Promise<string>;
+  now?: () => number;
+}
+
+export interface ProvisionerHandle {
+  readonly provisioner: Provisioner;
+  readonly identity: BoxIdentity;
+  state(): StateRecord;
+  /** Stops the serial server, the USB watcher and the button; waits for a bundle being applied. */
+  stop(): Promise<void>;
+}
+
+export async function startProvisioner(options: StartProvisionerOptions): Promise<ProvisionerHandle> {
+  const etcDir = options.etcDir ?? '/etc';
+  const sysfsRoot = options.sysfsRoot ?? '/';
+  const log = new ProvisionerLog({
+    path: join(options.stateDir, 'provisioner.log'),
+    sink: options.logSink ?? ((line) => process.stderr.write(`${line}\n`)),
+    now: options.now,
+  });
+  const board = options.board ? await loadBoard(options.board) : undefined;
+  const leds =
+    options.leds ??
+    (board
+      ? await StatusLedsClass.open(new SysfsLeds({ root: sysfsRoot }), board.leds, {
+          onError: (error) => log.warn(`LEDs: ${(error as Error).message}`),
+        })
+      : undefined);
+  const provisioner = await Provisioner.open({
+    stateDir: options.stateDir,
+    gatewayDir: options.gatewayDir,
+    trustedKeys: options.trustedKeys ?? loadTrustedKeys(options.trustDir ?? DEFAULT_TRUST_DIR),
+    network: options.network ?? new LinuxNetworkApplier({ interface: options.interface ?? 'eth0', etcDir }),
+    tpm: options.tpm,
+    leds,
+    firmwareVersion: options.firmwareVersion,
+    verifyController: options.verifyController,
+    enroll: options.enroll,
+    log,
+    faultMs: options.faultMs,
+    now: options.now,
+  });
+  log.info(`started in state ${provisioner.state}`);
+  const identity = new BoxIdentity({
+    sysfsRoot,
+    etcDir,
+    serialNumber: options.serialNumber,
+    firmwareVersion: options.firmwareVersion,
+    tpm: options.tpm,
+    readEkHash: options.readEkHash,
+    log: (message) => log.warn(message),
+  });
+  const stops: (() => Promise<void>)[] = [];
+  try {
+    const button = options.button ?? (board ? openBoardButton(board) : undefined);
+    if (button && leds) {
+      watchResetButton(
+        button,
+        resetButtonActions(leds, () => provisioner.factoryReset(), {
+          onError: (error) => log.error(`reset button: ${(error as Error).message}`),
+        }),
+        undefined,
+        options.clock,
+      );
+      stops.push(() => button.close());
+    }
+
+    if (options.serial !== undefined) {
+      const port = typeof options.serial === 'string' ? options.serial : 'console';
+      const stream =
+        typeof options.serial === 'string'
+          ? await openSerial({ path: options.serial, baudRate: options.baudRate ?? 115200 })
+          : options.serial;
+      const server = new SerialServer(stream, { provisioner, identity, port });
+      log.info(`serving provisioning on ${port}`);
+      stops.push(async () => {
+        await server.close();
+        if (typeof options.serial === 'string')
+          await closeSerial(stream as Parameters<typeof closeSerial>[0]);
+      });
+    }
+
+    if (options.usbDir) {
+      const watcher = new UsbBundleWatcher({
+        watchDir: options.usbDir,
+        ...(options.usbMountRoot ? { mountRoot: options.usbMountRoot } : {}),
+        onBundle: (stick) => applyFromStick(provisioner, identity, stick),
+        onError: (error: UsbStickError) => {
+          void provisioner.reportError(error.code, `USB stick ${error.source}: ${error.message}`);
+        },
+        log: (level, message) => {
+          if (level !== 'debug') log.write(level, message);
+        },
+      });
+      await watcher.start();
+      log.info(`watching ${options.usbDir} for USB sticks`);
+      stops.push(() => watcher.stop());
+    }
+  } catch (error) {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+    throw error;
+  }
+
+  let stopping: Promise<void> | undefined;
+  return {
+    provisioner,
+    identity,
+    state: () => provisioner.record,
+    stop: () => {
+      stopping ??= (async () => {
+        for (const stop of stops.reverse())
+          await stop().catch((e) => log.warn(`stopping: ${(e as Error).message}`));
+        await provisioner.idle();
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** A bundle from a stick: applied like one over serial; the outcome written back as a report file. */
+export async function applyFromStick(
+  provisioner: Provisioner,
+  identity: BoxIdentity,
+  stick: UsbBundle,
+): Promise<void> {
+  const lines = [
+    'umbra-provisioner report',
+    `box: ${identity.serialNumber} (firmware ${identity.firmwareVersion})`,
+    `bundle: ${stick.fileName} on ${stick.source} (${stick.device})`,
+    `started: ${new Date().toISOString()}`,
+  ];
+  try {
+    await provisioner.apply(stick.bundle, {
+      source: `USB stick ${stick.source}`,
+      progress: (event: ProgressEvent) => lines.push(`${event.step}: ${event.text}`),
+    });
+    lines.push('result: ok (enrolled; the gateway is dark)');
+  } catch (error) {
+    const failure =
+      error instanceof ProvisionError ? error : new ProvisionError('internal-error', String(error));
+    lines.push(`result: error ${failure.code}: ${failure.message}`);
+  }
+  lines.push(`finished: ${new Date().toISOString()}`, '');
+  try {
+    await stick.writeReport(lines.join('\n'));
+  } catch (error) {
+    provisioner.log.warn(`the report could not be written to ${stick.source}: ${(error as Error).message}`);
+  }
+}
