@@ -6,6 +6,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { generateProvisioningKey } from '@umbra/protocol';
 import {
   applyNetworkTransaction,
   isApplied,
@@ -16,6 +17,8 @@ import {
   type NetworkSnapshot,
   verifyControllerReachable,
 } from './network.ts';
+import { Provisioner } from './provisioner.ts';
+import { makeSiteBundle, TEST_NOW } from './testing.ts';
 
 const STATIC: NetworkSettings = {
   mode: 'static',
@@ -186,6 +189,40 @@ describe('LinuxNetworkApplier in a network namespace', { skip }, () => {
     ip('addr', 'add', '203.0.113.5/24', 'dev', 'uplink0');
     await net.rollback(previous);
     assert.deepEqual(await net.current(), previous);
+  });
+
+  test('the provisioner with an unreachable controller leaves the namespace as it was', async () => {
+    const net = new LinuxNetworkApplier({ interface: 'uplink0', netns, etcDir: etc });
+    const previous = await net.current();
+    const key = generateProvisioningKey();
+    const stateDir = mkdtempSync(join(tmpdir(), 'umbra-prov-state-'));
+    try {
+      const p = await Provisioner.open({
+        stateDir,
+        trustedKeys: [key.publicKey],
+        network: net,
+        tpm: 'swtpm:127.0.0.1:1',
+        now: () => TEST_NOW,
+        verifyController: () =>
+          verifyControllerReachable('https://192.0.2.1:8443', 300).then(() => {
+            throw new NetworkError('controller-unreachable', 'this test has no controller');
+          }),
+      });
+      const network: NetworkSettings = {
+        mode: 'static',
+        address: '203.0.113.5/24',
+        gateway: '203.0.113.1',
+        dns: ['203.0.113.53'],
+        ntp: [],
+      };
+      await assert.rejects(p.apply(makeSiteBundle({ key, network }).bytes, { source: 'test' }), {
+        code: 'controller-unreachable',
+      });
+      assert.deepEqual(await net.current(), previous);
+      assert.equal(p.state, 'unprovisioned');
+    } finally {
+      rmSync(stateDir, { recursive: true, force: true });
+    }
   });
 
   test('DHCP without udhcpc or dhclient is a clear error, before anything changes', async () => {

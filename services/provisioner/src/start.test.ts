@@ -114,6 +114,25 @@ describe('startProvisioner', () => {
   });
 });
 
+test('a stick without a bundle: the error is recorded and the fault shown', async () => {
+  const clock = new ManualClock();
+  const leds = await StatusLeds.open(new MemoryLeds({ status: {} }), { status: 'status' }, { clock });
+  const handle = await startProvisioner(base({ leds, faultMs: 1000 }));
+  try {
+    await handle.provisioner.reportError(
+      'no-bundle',
+      'USB stick UMBRA: no *.umbra-bundle file at its top level',
+    );
+    assert.equal(handle.state().lastError?.code, 'no-bundle');
+    assert.equal(leds.showing, 'fault');
+    clock.advance(1000);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(leds.showing, 'awaiting-provisioning');
+  } finally {
+    await handle.stop();
+  }
+});
+
 describe('umbra-provisioner', () => {
   const cli = (...args: string[]) =>
     spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 20_000 });
