@@ -24,7 +24,7 @@ Defaults come from ${DEFAULT_CONFIG_FILE} when it exists (README.md, "Configurat
 const HELP = {
   run: `Usage: umbra-provisioner run --serial DEV --state-dir DIR --sysfs-root DIR --tpm SPEC [--usb-dir DIR]
                              [--interface IF] [--trust-dir DIR] [--etc-dir DIR] [--board FILE]
-                             [--gateway-dir DIR] [--config FILE]
+                             [--gateway-dir DIR] [--getty LINK] [--config FILE]
 
 Serves the provisioning protocol on the serial console DEV (115200 baud; --baud-rate to change), and
 with --usb-dir watches that directory of links to block devices (e.g. /dev/disk/by-uuid) for USB
@@ -34,7 +34,9 @@ eth0; resolv.conf under --etc-dir, default /etc); the gateway is enrolled with t
 (device:/dev/tpmrm0, swtpm:HOST:PORT or swtpm-unix:PATH) into --gateway-dir (default
 STATE_DIR/gateway). State is kept in STATE_DIR/provisioner.json; a power cut at any step resumes or
 rolls back at the next start. --board FILE (hal/boards/*.json) names the LEDs, found under
-SYSFS_ROOT/sys/class/leds, and the reset button. Logs go to stderr and STATE_DIR/provisioner.log.
+SYSFS_ROOT/sys/class/leds, and the reset button. With --getty LINK (e.g. /dev/ttyUMBRA0) the console
+is shared with a login getty running on a pty linked at LINK: the provisioning frames are told apart
+by their magic (needs socat). Logs go to stderr and STATE_DIR/provisioner.log.
 Stop with SIGTERM or Ctrl-C.
 
 Options not given come from --config FILE (default ${DEFAULT_CONFIG_FILE}, if present).`,
@@ -59,6 +61,7 @@ const ConfigSchema = z
     interface: z.string().min(1).max(15).optional(),
     trustDir: z.string().min(1).optional(),
     board: z.string().min(1).optional(),
+    getty: z.string().min(1).optional(),
     serialNumber: z.string().min(1).optional(),
     firmwareVersion: z.string().min(1).optional(),
   })
@@ -102,6 +105,7 @@ const RUN_OPTIONS = {
   interface: { type: 'string' },
   'trust-dir': { type: 'string' },
   board: { type: 'string' },
+  getty: { type: 'string' },
   config: { type: 'string' },
 } as const;
 
@@ -144,6 +148,7 @@ async function run(args: string[]): Promise<number> {
     interface: pick('interface', 'interface'),
     trustDir: pick('trust-dir', 'trustDir'),
     board: pick('board', 'board'),
+    getty: pick('getty', 'getty'),
     serialNumber: config.serialNumber,
     firmwareVersion: config.firmwareVersion,
   });

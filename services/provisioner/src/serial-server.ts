@@ -130,6 +130,8 @@ export interface SerialServerOptions {
   identity: BoxIdentity;
   /** The port's name, for errors and the log. */
   port: string;
+  /** Called when the box has answered and nothing is being applied (a shared console ends its session). */
+  onQuiet?: () => void;
   /** Passed to the ProvisioningSession (timers, ackTimeoutMs, ...). */
   session?: Omit<ProvisioningSessionOptions, 'side' | 'port'>;
 }
@@ -190,22 +192,32 @@ export class SerialServer {
           } catch (error) {
             provisioner.log.warn(`serial ${port}: ${(error as Error).message}`);
           }
-          this.#send(await this.#hello());
+          await this.#send(await this.#hello());
+          this.#quiet();
           break;
         case 'status-request':
-          this.#send(await this.#hello());
+          await this.#send(await this.#hello());
+          this.#quiet();
           break;
         case 'logs-request':
-          this.#send({ t: 'logs', lines: provisioner.log.tail(message.lines ?? LOGS_MAX_LINES) });
+          await this.#send({ t: 'logs', lines: provisioner.log.tail(message.lines ?? LOGS_MAX_LINES) });
+          this.#quiet();
           break;
         case 'apply-bundle': {
           const applying = this.#apply(message.bundle);
           this.#applying.add(applying);
-          void applying.finally(() => this.#applying.delete(applying));
+          void applying.finally(() => {
+            this.#applying.delete(applying);
+            this.#quiet();
+          });
           break;
         }
       }
     }
+  }
+
+  #quiet(): void {
+    if (this.#applying.size === 0) this.#options.onQuiet?.();
   }
 
   async #apply(bundle: Uint8Array): Promise<void> {

@@ -114,6 +114,41 @@ describe('startProvisioner', () => {
   });
 });
 
+test('the console shared with a getty: typed text reaches the getty, frames the provisioner', async () => {
+  const [box, laptop] = memorySerialPair();
+  const [gettyEnd, getty] = memorySerialPair();
+  const handle = await startProvisioner(base({ serial: box, gettyTerminal: gettyEnd }));
+  const atGetty: Buffer[] = [];
+  getty.on('data', (chunk: Buffer) => atGetty.push(chunk));
+  const text: Buffer[] = [];
+  const tech = new ProvisioningSession(laptop, {
+    side: 'technician',
+    port: 'test',
+    onText: (bytes) => text.push(bytes),
+  });
+  const settle = () => new Promise((r) => setTimeout(r, 50));
+  try {
+    laptop.write('root\r');
+    await settle();
+    assert.equal(Buffer.concat(atGetty).toString(), 'root\r');
+    const hello = exchangeHello<BoxHello>(tech, { t: 'hello', versions: [1] });
+    await settle();
+    getty.write('Password: '); // held while the session lasts
+    const { peerHello } = await hello;
+    assert.equal(peerHello.serialNumber, 'TEST-1');
+    await settle();
+    assert.equal(Buffer.concat(text).toString(), 'Password: ', 'written once the box has answered');
+    assert.equal(Buffer.concat(atGetty).toString(), 'root\r', 'no frame byte reached the getty');
+    await tech.send({ t: 'status-request' });
+    assert.equal(((await tech.receive({ timeoutMs: 5000 })) as BoxHello).state, 'unprovisioned');
+  } finally {
+    tech.close();
+    await handle.stop();
+    laptop.destroy();
+    getty.destroy();
+  }
+});
+
 test('a stick without a bundle: the error is recorded and the fault shown', async () => {
   const clock = new ManualClock();
   const leds = await StatusLeds.open(new MemoryLeds({ status: {} }), { status: 'status' }, { clock });

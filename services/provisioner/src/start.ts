@@ -10,6 +10,7 @@ import {
   closeSerial,
   loadBoard,
   openBoardButton,
+  openGettyPty,
   openSerial,
   resetButtonActions,
   type StatusLeds,
@@ -28,6 +29,7 @@ import {
   Provisioner,
 } from './provisioner.ts';
 import { BoxIdentity, SerialServer } from './serial-server.ts';
+import { shareConsole } from './shared-console.ts';
 import type { StateRecord } from './state.ts';
 import { type UsbBundle, UsbBundleWatcher, type UsbStickError } from './usb/index.ts';
 
@@ -50,6 +52,13 @@ export interface StartProvisionerOptions {
   /** The console: a device path (opened with @umbra/hal openSerial) or any Duplex. */
   serial?: string | Duplex;
   baudRate?: number;
+  /**
+   * Share the console with a login getty: its pty's slave is linked here (e.g. /dev/ttyUMBRA0; the
+   * getty runs on it), and the port is demultiplexed by the frame magic. Needs socat.
+   */
+  getty?: string;
+  /** Instead of `getty`: the getty's side as any Duplex (tests). */
+  gettyTerminal?: Duplex;
   /** Watch this directory of links to block devices for USB sticks (e.g. /dev/disk/by-uuid). */
   usbDir?: string;
   /** Where sticks are mounted (default /run/umbra/usb). */
@@ -142,13 +151,26 @@ export async function startProvisioner(options: StartProvisionerOptions): Promis
         typeof options.serial === 'string'
           ? await openSerial({ path: options.serial, baudRate: options.baudRate ?? 115200 })
           : options.serial;
-      const server = new SerialServer(stream, { provisioner, identity, port });
+      if (typeof options.serial === 'string')
+        stops.push(() => closeSerial(stream as Parameters<typeof closeSerial>[0]));
+      let sessionStream: Duplex = stream;
+      let onQuiet: (() => void) | undefined;
+      if (options.getty !== undefined || options.gettyTerminal !== undefined) {
+        let terminal = options.gettyTerminal;
+        if (!terminal) {
+          const pty = await openGettyPty(options.getty as string);
+          stops.push(() => pty.close());
+          terminal = pty.terminal;
+        }
+        const link = shareConsole(stream, terminal);
+        stops.push(async () => link.close());
+        sessionStream = link.stream;
+        onQuiet = link.endSession;
+        log.info(`sharing ${port} with the getty${options.getty ? ` on ${options.getty}` : ''}`);
+      }
+      const server = new SerialServer(sessionStream, { provisioner, identity, port, onQuiet });
       log.info(`serving provisioning on ${port}`);
-      stops.push(async () => {
-        await server.close();
-        if (typeof options.serial === 'string')
-          await closeSerial(stream as Parameters<typeof closeSerial>[0]);
-      });
+      stops.push(() => server.close());
     }
 
     if (options.usbDir) {

@@ -1,0 +1,52 @@
+// The console shared with the login getty (hal/README.md, "Sharing the console"): @umbra/hal's
+// SharedConsole demultiplexes the port by the protocol's frame magic; this turns its provisioning side
+// into a Duplex for the ProvisioningSession, and ends the console session once the box has answered
+// and nothing is being applied, so the getty gets the port back (its held output is written then).
+
+import { Duplex } from 'node:stream';
+import { SharedConsole } from '@umbra/hal';
+import { FRAME_MAGIC } from '@umbra/protocol';
+
+export interface ConsoleLink {
+  /** What the ProvisioningSession reads and writes. */
+  readonly stream: Duplex;
+  readonly console: SharedConsole;
+  /** Hands the port back to the getty (a no-op outside a session). */
+  endSession(): void;
+  close(): void;
+}
+
+export function shareConsole(port: Duplex, terminal: Duplex): ConsoleLink {
+  let sharedConsole: SharedConsole | undefined;
+  const stream = new Duplex({
+    read() {},
+    write(chunk: Buffer, _encoding, callback) {
+      // The box only ever answers, inside a session; a late ack after the session ended is dropped
+      // (the technician's retransmission starts a new session and gets it again).
+      if (sharedConsole?.mode !== 'provisioning') return callback();
+      sharedConsole.send(chunk).then(
+        () => callback(),
+        () => callback(),
+      );
+    },
+  });
+  sharedConsole = new SharedConsole({
+    port,
+    terminal,
+    preamble: FRAME_MAGIC,
+    onProvisioning: (bytes) => stream.push(Buffer.from(bytes)),
+  });
+  const shared = sharedConsole;
+  return {
+    stream,
+    console: shared,
+    endSession: () => {
+      if (shared.mode === 'provisioning') shared.endSession();
+    },
+    close: () => {
+      shared.close();
+      stream.push(null);
+      stream.destroy();
+    },
+  };
+}
