@@ -64,6 +64,15 @@ const ConfigSchema = z
     getty: z.string().min(1).optional(),
     serialNumber: z.string().min(1).optional(),
     firmwareVersion: z.string().min(1).optional(),
+    /** The firmware's controller, for zero-touch enrollment by a claim (see the README). */
+    zeroTouch: z
+      .object({
+        controllerUrl: z.string().url().startsWith('https://'),
+        caPin: z.string().regex(/^sha256\/[A-Za-z0-9+/]{43}=$/),
+        intervalSeconds: z.number().int().min(1).max(86_400).optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type ProvisionerConfig = z.infer<typeof ConfigSchema>;
@@ -151,6 +160,17 @@ async function run(args: string[]): Promise<number> {
     getty: pick('getty', 'getty'),
     serialNumber: config.serialNumber,
     firmwareVersion: config.firmwareVersion,
+    ...(config.zeroTouch
+      ? {
+          zeroTouch: {
+            controllerUrl: config.zeroTouch.controllerUrl,
+            caPin: config.zeroTouch.caPin,
+            ...(config.zeroTouch.intervalSeconds
+              ? { intervalMs: config.zeroTouch.intervalSeconds * 1000 }
+              : {}),
+          },
+        }
+      : {}),
   });
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);

@@ -263,7 +263,7 @@ describe('power loss at each step', () => {
     void first.apply(bytes, { source: 'test' });
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(StateStore.load(dir).record.step, 'enroll-tpm');
-    const tokens: string[] = [];
+    const tokens: (string | null)[] = [];
     const p = await Provisioner.open(
       options({
         network,
@@ -396,4 +396,39 @@ test('loadTrustedKeys reads every key file and refuses an empty directory', () =
   assert.throws(() => loadTrustedKeys(keys), /no provisioning public keys in/);
   writeFileSync(join(keys, 'org.pub'), Buffer.from(key.publicKey).toString('base64'));
   assert.deepEqual(loadTrustedKeys(keys), [Buffer.from(key.publicKey)]);
+});
+
+describe('zero-touch', () => {
+  test('without a claim it stays unprovisioned with the reason; once claimed it enrolls with no token and the firmware pin', async () => {
+    const calls: Array<{ token: string | null; caPin: string | undefined }> = [];
+    let claimed = false;
+    const p = await Provisioner.open(
+      options({
+        enroll: async (token, d, o) => {
+          calls.push({ token, caPin: o.caPin });
+          if (!claimed) throw new Error('the controller refused: no token, and no claim for this TPM');
+          await fakeEnroll(token, d, o);
+        },
+      }),
+    );
+    const firmware = {
+      controllerUrl: 'https://controller.example:8444/',
+      caPin: `sha256/${'A'.repeat(43)}=`,
+    };
+    assert.equal(await p.enrollByClaim(firmware), false);
+    assert.equal(p.state, 'unprovisioned');
+    assert.match(p.lastError?.message ?? '', /no claim for this TPM/);
+    assert.equal(leds.showing, 'awaiting-provisioning');
+    claimed = true;
+    assert.equal(await p.enrollByClaim(firmware), true);
+    assert.equal(p.state, 'enrolled');
+    assert.equal(leds.showing, 'enrolled-dark');
+    assert.deepEqual(calls, [
+      { token: null, caPin: firmware.caPin },
+      { token: null, caPin: firmware.caPin },
+    ]);
+    // Enrolled, it asks no more.
+    assert.equal(await p.enrollByClaim(firmware), false);
+    assert.equal(calls.length, 2);
+  });
 });

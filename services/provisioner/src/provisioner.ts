@@ -41,11 +41,16 @@ export const DEFAULT_FAULT_MS = 30_000;
 export interface EnrollOptions {
   tpm: string;
   controllerUrl: string;
+  /** Zero-touch only: the controller's CA pin as the firmware carries it. */
+  caPin?: string;
   firmwareVersion?: string;
   progress: (text: string) => void;
 }
-/** enrollGatewayWithTpm's shape; tests pass a fake. */
-export type EnrollFunction = (token: string, dir: string, options: EnrollOptions) => Promise<unknown>;
+/**
+ * enrollGatewayWithTpm's shape; tests pass a fake. `token` null: zero-touch, by the controller's
+ * claim for this box's TPM (options.caPin is then set).
+ */
+export type EnrollFunction = (token: string | null, dir: string, options: EnrollOptions) => Promise<unknown>;
 
 /** The real attested enrollment, loaded only when needed (the gateway's modules are large). */
 export const enrollWithTpm: EnrollFunction = async (token, dir, options) => {
@@ -317,10 +322,48 @@ export class Provisioner {
     }
   }
 
+  /**
+   * Zero-touch: with no bundle, asks the controller the firmware names to enroll this box by the claim
+   * an operator made for its TPM (`umbra-controller gateway claim --ek-hash`). The network is the
+   * one the box already has (DHCP); nothing else changes. Returns whether the box is now enrolled;
+   * a refusal (no claim yet, controller away) is logged and recorded, and the box stays ready for a
+   * bundle or the next try.
+   */
+  async enrollByClaim(zeroTouch: { controllerUrl: string; caPin: string }): Promise<boolean> {
+    if (this.state !== 'unprovisioned' || this.#job) return false;
+    await this.#run('zero-touch enrollment', async () => {
+      const report = (step: ProvisioningStep, text: string) => this.log.info(`${step}: ${text}`);
+      this.log.info(
+        `zero-touch: asking ${new URL(zeroTouch.controllerUrl).host} to enroll this box by its TPM`,
+      );
+      await this.#show('provisioning');
+      try {
+        await this.#enroll(null, zeroTouch.controllerUrl, report, zeroTouch.caPin);
+        this.#transition({ state: 'enrolled', step: 'done', lastError: undefined });
+        report(
+          'done',
+          `enrolled by claim with ${new URL(zeroTouch.controllerUrl).host}; the gateway is dark`,
+        );
+        await this.#show('enrolled-dark');
+      } catch (error) {
+        const failure = asProvisionError(error, 'enroll-controller');
+        this.log.warn(`zero-touch: ${failure.message}`);
+        this.#transition({
+          state: 'unprovisioned',
+          step: 'rollback',
+          lastError: this.store.error(failure.code, failure.message),
+        });
+        await this.#show('awaiting-provisioning');
+      }
+    });
+    return (this.state as ProvisioningState) === 'enrolled';
+  }
+
   async #enroll(
-    token: string,
+    token: string | null,
     controllerUrl: string,
     report: (step: ProvisioningStep, text: string) => void,
+    caPin?: string,
   ): Promise<void> {
     this.#transition({ state: 'enrolling', step: 'enroll-tpm' });
     report('enroll-tpm', `enrolling with the TPM (${this.#options.tpm})`);
@@ -329,6 +372,7 @@ export class Provisioner {
       await (this.#options.enroll ?? enrollWithTpm)(token, this.gatewayDir, {
         tpm: this.#options.tpm,
         controllerUrl,
+        ...(caPin ? { caPin } : {}),
         ...(this.#options.firmwareVersion ? { firmwareVersion: this.#options.firmwareVersion } : {}),
         progress: (text) => {
           // enrollGatewayWithTpm reads the TPM first, then talks to the controller.

@@ -72,6 +72,11 @@ export interface StartProvisionerOptions {
   clock?: Clock;
   serialNumber?: string;
   firmwareVersion?: string;
+  /**
+   * Zero-touch: the controller URL and CA pin the firmware carries. While the box is unprovisioned it
+   * asks that controller, every `intervalMs` (default 60 s), to enroll it by a claim for its TPM.
+   */
+  zeroTouch?: { controllerUrl: string; caPin: string; intervalMs?: number };
   /** Each log line (default: stderr). */
   logSink?: (line: string) => void;
   faultMs?: number;
@@ -188,6 +193,22 @@ export async function startProvisioner(options: StartProvisionerOptions): Promis
       await watcher.start();
       log.info(`watching ${options.usbDir} for USB sticks`);
       stops.push(() => watcher.stop());
+    }
+    if (options.zeroTouch) {
+      const zeroTouch = options.zeroTouch;
+      let timer: NodeJS.Timeout | undefined;
+      let stopped = false;
+      const attempt = async () => {
+        if (stopped || provisioner.state !== 'unprovisioned') return;
+        const enrolled = await provisioner.enrollByClaim(zeroTouch).catch(() => false);
+        if (!enrolled && !stopped) timer = setTimeout(attempt, zeroTouch.intervalMs ?? 60_000);
+      };
+      timer = setTimeout(attempt, 0);
+      log.info(`zero-touch: will ask ${zeroTouch.controllerUrl} for a claim while unprovisioned`);
+      stops.push(async () => {
+        stopped = true;
+        clearTimeout(timer);
+      });
     }
   } catch (error) {
     for (const stop of stops.reverse()) await stop().catch(() => {});
