@@ -1,6 +1,7 @@
 // @umbra/protocol: the wire formats every Umbra program shares.
 
 export { ipAddressFromBytes, ipAddressToBytes } from './address.ts';
+export { writeFileAtomic } from './atomic-file.ts';
 export {
   ATTEST_CHALLENGE_PATH,
   ATTEST_CHALLENGE_TTL_MS,

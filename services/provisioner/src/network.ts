@@ -13,8 +13,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, isIP } from 'node:net';
 import { delimiter, join } from 'node:path';
 import type { NetworkSettings } from '@umbra/protocol';
+import { writeFileAtomic } from '@umbra/protocol';
 import { z } from 'zod';
-import { writeFileAtomic } from './atomic-file.ts';
 
 export type { NetworkSettings };
 

@@ -2,16 +2,15 @@
 //
 //   unprovisioned → provisioning → enrolling → enrolled
 //
-// Every transition is one atomic write (atomic-file.ts) recording the state, the step being run and
+// Every transition is one atomic write (writeFileAtomic, @umbra/protocol) recording the state, the step being run and
 // the time, so after a power cut the file says exactly where the box stopped; Provisioner.open()
 // resumes or rolls back from there (README.md, "Power loss"). The site bundle itself (it carries the
 // enrollment token's secret) is kept beside it in site-bundle.cbor, mode 0600, while it is needed.
 
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { PROVISIONING_STATES, type ProvisioningState } from '@umbra/protocol';
+import { PROVISIONING_STATES, type ProvisioningState, writeFileAtomic } from '@umbra/protocol';
 import { z } from 'zod';
-import { writeFileAtomic } from './atomic-file.ts';
 import { NetworkSnapshotSchema } from './network.ts';
 
 export const STATE_FILE = 'provisioner.json';

@@ -8,9 +8,9 @@ import {
   generateGatewayKeyPair,
   parseGatewayKeyFile,
   readSecretFile,
+  writeFileAtomic,
   writeSecretFile,
 } from '@umbra/protocol';
-import { writeFileAtomic } from './atomic-file.ts';
 
 export const PRIVATE_KEY_FILE = 'gateway.key';
 export const PUBLIC_KEY_FILE = 'gateway.pub';

@@ -42,7 +42,7 @@ import { createHmac, createSecretKey, hkdfSync, type KeyObject, timingSafeEqual 
 import { closeSync, fdatasyncSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { writeFileAtomic } from './atomic-file.ts';
+import { writeFileAtomic } from '@umbra/protocol';
 import { bootId, bootTimeMs } from './boot-time.ts';
 
 export type Freshness = 'fresh' | 'time-window' | 'replay';

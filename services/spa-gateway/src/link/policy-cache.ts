@@ -17,8 +17,8 @@ import {
   openSnapshot,
   type PolicySnapshot,
   type SignedPolicy,
+  writeFileAtomic,
 } from '@umbra/protocol';
-import { writeFileAtomic } from '../atomic-file.ts';
 
 export const POLICY_CACHE_FILE = 'policy.json';
 

@@ -9,6 +9,7 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '@umbra/protocol';
 import {
   SealedBlobFormatError,
   SealedByOtherTpmError,
@@ -16,7 +17,6 @@ import {
   UMBRA_PERSISTENT,
 } from '@umbra/tpm2';
 import { z } from 'zod';
-import { writeFileAtomic } from '../atomic-file.ts';
 import { GatewayTpm, SEAL_PCRS } from './gateway-tpm.ts';
 
 export const TPM_RECORD_FILE = 'tpm.json';
