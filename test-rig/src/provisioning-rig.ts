@@ -265,6 +265,8 @@ export interface ProvisionerStartOptions {
    * a kill -9 can be aimed at any step without a hook in the provisioner.
    */
   holdStateWritesMs?: number;
+  /** Another configuration file than the rig's (which sets firmwareVersion and serialNumber). */
+  configFile?: string;
 }
 
 export class BoxProvisioner {
@@ -309,7 +311,7 @@ export class BoxProvisioner {
       '--board',
       rig.boardFile,
       '--config',
-      rig.configFile,
+      options.configFile ?? rig.configFile,
       ...(options.serial ? ['--serial', options.serial] : []),
       ...(options.usb ? ['--usb-dir', rig.usbDir] : []),
     ];
