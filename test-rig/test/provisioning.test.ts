@@ -591,9 +591,7 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     });
   }
 
-  test('the firmware version from /etc/umbra/firmware-version alone: the enrolled box is approved against it', {
-    todo: "known bug (provisioner): the enrollment is given only the configuration file's firmwareVersion, not ETC/umbra/firmware-version (which the hello reports), so a box without the key in provisioner.json enrolls without a firmware version and is not approved against its golden PCRs",
-  }, async () => {
+  test('the firmware version from /etc/umbra/firmware-version alone: the enrolled box is approved against it', async () => {
     const config = join(rig.dir, 'provisioner-no-firmware.json');
     writeFileSync(config, JSON.stringify({ serialNumber: 'UMB-TEST-0002' }));
     await box!.stop();
@@ -651,9 +649,7 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     }
   });
 
-  test('a bundle applied while the fault shows: the LEDs show provisioning, then enrolled-dark', {
-    todo: 'known bug (provisioner LEDs): a failure flashes the fault for 30 s as an overlay, and StatusLeds.show() during an overlay only records the state, so a bundle applied within 30 s of a failure shows the fault while provisioning and after enrolling until the 30 s are over',
-  }, async () => {
+  test('a bundle applied while the fault shows: the LEDs show provisioning, then enrolled-dark', async () => {
     // A failure (a stick without a bundle), then a good bundle over serial within the 30 s.
     await box!.stop();
     await startBox();

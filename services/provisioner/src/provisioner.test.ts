@@ -432,3 +432,25 @@ describe('zero-touch', () => {
     assert.equal(calls.length, 2);
   });
 });
+
+describe('LEDs after a failure', () => {
+  test('a bundle applied while the fault still flashes shows provisioning, then enrolled-dark, not the fault', async () => {
+    const p = await Provisioner.open(options({ verifyController: async () => {} }));
+    const expired = makeSiteBundle({
+      key,
+      createdAt: TEST_NOW - 10 * DAY_MS,
+      expiresAt: TEST_NOW - DAY_MS,
+    }).bytes;
+    await assert.rejects(p.apply(expired, { source: 'test', progress: () => {} }));
+    assert.equal(leds.showing, 'fault'); // flashing for faultMs (10 s of the manual clock)
+    let duringNetwork: string | undefined;
+    await p.apply(bundle(), {
+      source: 'test',
+      progress: (event) => {
+        if (event.step === 'network') duringNetwork = leds.showing;
+      },
+    });
+    assert.equal(duringNetwork, 'provisioning');
+    assert.equal(leds.showing, 'enrolled-dark');
+  });
+});

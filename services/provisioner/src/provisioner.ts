@@ -260,6 +260,8 @@ export class Provisioner {
   async #show(pattern: StatusPattern): Promise<void> {
     try {
       await this.#options.leds?.show(pattern);
+      // New work ends a fault still flashing from an earlier failure: the LEDs show the state now.
+      await this.#options.leds?.endFlash();
     } catch (error) {
       this.log.warn(`LEDs: ${(error as Error).message}`);
     }

@@ -203,3 +203,27 @@ describe('umbra-provisioner', () => {
     assert.match(status.stderr, /provisioner\.json is corrupt/);
   });
 });
+
+describe('what the box says and what it enrolls with agree', () => {
+  test('the firmware version in ETC/umbra/firmware-version (which the hello reports) is the one enrolled with', async () => {
+    mkdirSync(join(dir, 'etc', 'umbra'), { recursive: true });
+    writeFileSync(join(dir, 'etc', 'umbra', 'firmware-version'), '2.3.4\n');
+    const versions: Array<string | undefined> = [];
+    const handle = await startProvisioner(
+      base({
+        firmwareVersion: undefined,
+        enroll: async (token, gatewayDir, o) => {
+          versions.push(o.firmwareVersion);
+          await enroll(token, gatewayDir, o);
+        },
+      }),
+    );
+    try {
+      assert.equal(handle.identity.firmwareVersion, '2.3.4');
+      await handle.provisioner.apply(makeSiteBundle({ key }).bytes, { source: 'test', progress: () => {} });
+      assert.deepEqual(versions, ['2.3.4']);
+    } finally {
+      await handle.stop();
+    }
+  });
+});

@@ -111,21 +111,6 @@ export async function startProvisioner(options: StartProvisionerOptions): Promis
           onError: (error) => log.warn(`LEDs: ${(error as Error).message}`),
         })
       : undefined);
-  const provisioner = await Provisioner.open({
-    stateDir: options.stateDir,
-    gatewayDir: options.gatewayDir,
-    trustedKeys: options.trustedKeys ?? loadTrustedKeys(options.trustDir ?? DEFAULT_TRUST_DIR),
-    network: options.network ?? new LinuxNetworkApplier({ interface: options.interface ?? 'eth0', etcDir }),
-    tpm: options.tpm,
-    leds,
-    firmwareVersion: options.firmwareVersion,
-    verifyController: options.verifyController,
-    enroll: options.enroll,
-    log,
-    faultMs: options.faultMs,
-    now: options.now,
-  });
-  log.info(`started in state ${provisioner.state}`);
   const identity = new BoxIdentity({
     sysfsRoot,
     etcDir,
@@ -135,6 +120,23 @@ export async function startProvisioner(options: StartProvisionerOptions): Promis
     readEkHash: options.readEkHash,
     log: (message) => log.warn(message),
   });
+  const provisioner = await Provisioner.open({
+    stateDir: options.stateDir,
+    gatewayDir: options.gatewayDir,
+    trustedKeys: options.trustedKeys ?? loadTrustedKeys(options.trustDir ?? DEFAULT_TRUST_DIR),
+    network: options.network ?? new LinuxNetworkApplier({ interface: options.interface ?? 'eth0', etcDir }),
+    tpm: options.tpm,
+    leds,
+    // What the hello reports (ETC/umbra/firmware-version, else the configured one) is what the
+    // controller's golden PCRs are looked up by.
+    firmwareVersion: identity.firmwareVersion === 'unknown' ? undefined : identity.firmwareVersion,
+    verifyController: options.verifyController,
+    enroll: options.enroll,
+    log,
+    faultMs: options.faultMs,
+    now: options.now,
+  });
+  log.info(`started in state ${provisioner.state}`);
   const stops: (() => Promise<void>)[] = [];
   try {
     const button = options.button ?? (board ? openBoardButton(board) : undefined);
