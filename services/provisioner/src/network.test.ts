@@ -191,6 +191,38 @@ describe('LinuxNetworkApplier in a network namespace', { skip }, () => {
     assert.deepEqual(await net.current(), previous);
   });
 
+  test('NTP servers go to ETC/ntp.conf, and a rollback puts back what was there (or nothing)', async () => {
+    const net = new LinuxNetworkApplier({ interface: 'uplink0', netns, etcDir: etc });
+    rmSync(join(etc, 'ntp.conf'), { force: true });
+    const previous = await net.current();
+    assert.equal(previous.ntpConf, null);
+    await net.apply({
+      mode: 'static',
+      address: '203.0.113.6/24',
+      gateway: '203.0.113.1',
+      dns: [],
+      ntp: ['192.0.2.123', 'time.example'],
+    });
+    assert.match(
+      readFileSync(join(etc, 'ntp.conf'), 'utf8'),
+      /^server 192\.0\.2\.123 iburst\nserver time\.example iburst\n$/m,
+    );
+    await net.rollback(previous);
+    assert.equal(existsSync(join(etc, 'ntp.conf')), false);
+    writeFileSync(join(etc, 'ntp.conf'), 'server 198.51.100.1\n');
+    const withOld = await net.current();
+    await net.apply({
+      mode: 'static',
+      address: '203.0.113.6/24',
+      gateway: '203.0.113.1',
+      dns: [],
+      ntp: ['192.0.2.123'],
+    });
+    await net.rollback(withOld);
+    assert.equal(readFileSync(join(etc, 'ntp.conf'), 'utf8'), 'server 198.51.100.1\n');
+    rmSync(join(etc, 'ntp.conf'), { force: true });
+  });
+
   test('the provisioner with an unreachable controller leaves the namespace as it was', async () => {
     const net = new LinuxNetworkApplier({ interface: 'uplink0', netns, etcDir: etc });
     const previous = await net.current();

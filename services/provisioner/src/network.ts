@@ -45,6 +45,8 @@ export const NetworkSnapshotSchema = z
     ),
     /** resolv.conf's contents, or null when there was none. */
     resolvConf: z.string().nullable(),
+    /** ntp.conf's contents, or null when there was none (absent in snapshots from before NTP was applied). */
+    ntpConf: z.string().nullable().optional(),
   })
   .strict();
 
@@ -182,6 +184,11 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   ]).finally(() => clearTimeout(timer));
 }
 
+/** ntp.conf as BusyBox ntpd (and ntpd, chrony's `server` lines) read it: one server per line. */
+function ntpConfText(ntp: readonly string[]): string {
+  return `# written by umbra-provisioner from the site bundle\n${ntp.map((n) => `server ${n} iburst\n`).join('')}`;
+}
+
 function resolvConfText(dns: readonly string[]): string {
   return `# written by umbra-provisioner from the site bundle\n${dns.map((d) => `nameserver ${d}\n`).join('')}`;
 }
@@ -213,6 +220,7 @@ export class MemoryNetworkApplier implements NetworkApplier {
       links: options.initial?.links ?? [{ name: this.interface, up: false, addresses: [] }],
       defaultRoutes: options.initial?.defaultRoutes ?? [],
       resolvConf: options.initial?.resolvConf ?? null,
+      ntpConf: options.initial?.ntpConf ?? null,
     });
     this.#hook = options.hook ?? (() => {});
   }
@@ -248,6 +256,7 @@ export class MemoryNetworkApplier implements NetworkApplier {
       gateway: settings.mode === 'static' ? settings.gateway : '192.0.2.1',
     });
     if (settings.dns.length > 0) this.#state.resolvConf = resolvConfText(settings.dns);
+    if (settings.ntp.length > 0) this.#state.ntpConf = ntpConfText(settings.ntp);
   }
 
   async rollback(previous: NetworkSnapshot): Promise<void> {
@@ -307,6 +316,10 @@ export class LinuxNetworkApplier implements NetworkApplier {
     this.#timeoutMs = options.commandTimeoutMs ?? 10_000;
   }
 
+  get ntpConfPath(): string {
+    return join(this.#etcDir, 'ntp.conf');
+  }
+
   get resolvConfPath(): string {
     return join(this.#etcDir, 'resolv.conf');
   }
@@ -345,6 +358,7 @@ export class LinuxNetworkApplier implements NetworkApplier {
       })),
       defaultRoutes: routes,
       resolvConf: existsSync(this.resolvConfPath) ? readFileSync(this.resolvConfPath, 'utf8') : null,
+      ntpConf: existsSync(this.ntpConfPath) ? readFileSync(this.ntpConfPath, 'utf8') : null,
     };
   }
 
@@ -384,6 +398,10 @@ export class LinuxNetworkApplier implements NetworkApplier {
       mkdirSync(this.#etcDir, { recursive: true });
       writeFileAtomic(this.resolvConfPath, resolvConfText(settings.dns), 0o644);
     }
+    if (settings.ntp.length > 0) {
+      mkdirSync(this.#etcDir, { recursive: true });
+      writeFileAtomic(this.ntpConfPath, ntpConfText(settings.ntp), 0o644);
+    }
   }
 
   async rollback(previous: NetworkSnapshot): Promise<void> {
@@ -418,6 +436,8 @@ export class LinuxNetworkApplier implements NetworkApplier {
       await this.#ip([`-${route.family}`, 'route', 'replace', 'default', ...routeArgs(route)]);
     if (previous.resolvConf === null) rmSync(this.resolvConfPath, { force: true });
     else writeFileAtomic(this.resolvConfPath, previous.resolvConf, 0o644);
+    if (previous.ntpConf === null) rmSync(this.ntpConfPath, { force: true });
+    else if (previous.ntpConf !== undefined) writeFileAtomic(this.ntpConfPath, previous.ntpConf, 0o644);
   }
 
   #findDhcpClient(): string {
