@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
@@ -9,6 +9,7 @@ import { ManualClock, MemoryButton, MemoryLeds, memorySerialPair, StatusLeds } f
 import { type BoxHello, exchangeHello, generateProvisioningKey, ProvisioningSession } from '@umbra/protocol';
 import { MemoryNetworkApplier } from './network.ts';
 import { ENROLLMENT_FILE, type EnrollFunction } from './provisioner.ts';
+import { KernelConsoleLevel } from './shared-console.ts';
 import { applyFromStick, type StartProvisionerOptions, startProvisioner } from './start.ts';
 import { makeSiteBundle, TEST_NOW } from './testing.ts';
 
@@ -147,6 +148,22 @@ test('the console shared with a getty: typed text reaches the getty, frames the 
     laptop.destroy();
     getty.destroy();
   }
+});
+
+test('a console session lowers the kernel console log level and puts it back (dmesg -n 1)', () => {
+  const proc = join(dir, 'root', 'proc', 'sys', 'kernel');
+  mkdirSync(proc, { recursive: true });
+  writeFileSync(join(proc, 'printk'), '7\t4\t1\t7\n');
+  const level = new KernelConsoleLevel(join(dir, 'root'));
+  level.quiet();
+  assert.equal(readFileSync(join(proc, 'printk'), 'utf8'), '1\n');
+  level.quiet(); // a second frame of the same session changes nothing
+  level.restore();
+  assert.equal(readFileSync(join(proc, 'printk'), 'utf8'), '7\n');
+  level.restore();
+  assert.equal(readFileSync(join(proc, 'printk'), 'utf8'), '7\n');
+  // No /proc (a test box, a container): nothing to do, nothing thrown.
+  new KernelConsoleLevel(join(dir, 'nowhere')).quiet();
 });
 
 test('a stick without a bundle: the error is recorded and the fault shown', async () => {

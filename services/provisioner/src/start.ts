@@ -29,7 +29,7 @@ import {
   Provisioner,
 } from './provisioner.ts';
 import { BoxIdentity, SerialServer } from './serial-server.ts';
-import { shareConsole } from './shared-console.ts';
+import { KernelConsoleLevel, shareConsole } from './shared-console.ts';
 import type { StateRecord } from './state.ts';
 import { type UsbBundle, UsbBundleWatcher, type UsbStickError } from './usb/index.ts';
 
@@ -169,7 +169,7 @@ export async function startProvisioner(options: StartProvisionerOptions): Promis
           stops.push(() => pty.close());
           terminal = pty.terminal;
         }
-        const link = shareConsole(stream, terminal);
+        const link = shareConsole(stream, terminal, new KernelConsoleLevel(sysfsRoot));
         stops.push(async () => link.close());
         sessionStream = link.stream;
         onQuiet = link.endSession;
