@@ -88,6 +88,17 @@ const schema = z
       })
       .strict()
       .default({}),
+    /**
+     * The box's hardware watchdog, fed only while the gateway is healthy (its firewall in place, its
+     * capture running). Absent: no watchdog (a development machine).
+     */
+    watchdog: z
+      .object({
+        device: z.string().min(1).default('/dev/watchdog'),
+        intervalSeconds: z.number().int().min(1).max(60).default(5),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

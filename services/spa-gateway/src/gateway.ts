@@ -5,6 +5,7 @@
 import { mkdirSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { HealthGatedWatchdog, LinuxWatchdog } from '@umbra/hal/watchdog';
 import { SpaReceiver } from '@umbra/protocol';
 import type { Logger } from 'pino';
 import { SourceBudget } from './budget.ts';
@@ -108,6 +109,11 @@ export async function startGateway(
         log.error({ err: error }, 'a captured packet could not be handled; nothing was opened'),
     });
   capture.start((datagram) => pipeline.handle(datagram));
+  // Healthy: the drop ruleset is in place (the box is dark), checked from an event loop that still
+  // turns. A gateway that hangs, or whose firewall was removed, is reset by the watchdog.
+  const watchdog = config.watchdog
+    ? await startWatchdog(config.watchdog, () => firewall.isInstalled(), log)
+    : undefined;
 
   const startedAt = new Date().toISOString();
   const stats = (): GatewayStats => ({
@@ -170,6 +176,8 @@ export async function startGateway(
     stats,
     async stop() {
       clearInterval(timer);
+      // A clean stop closes the watchdog with the magic character: the box is not reset.
+      await watchdog?.stop();
       capture.close();
       await controllerMode?.stop();
       replay.close();
@@ -179,4 +187,32 @@ export async function startGateway(
       lock.release();
     },
   };
+}
+
+/**
+ * Opens the watchdog and feeds it every interval while `healthy()` holds. Once it does not, the
+ * watchdog is never fed again and the box resets when the device's timeout runs out.
+ */
+async function startWatchdog(
+  settings: { device: string; intervalSeconds: number },
+  healthy: () => boolean,
+  log: Logger,
+): Promise<HealthGatedWatchdog> {
+  const device = await LinuxWatchdog.open(settings.device);
+  const intervalMs = settings.intervalSeconds * 1000;
+  const gate = new HealthGatedWatchdog(device, healthy, {
+    intervalMs,
+    checkTimeoutMs: Math.min(2000, intervalMs - 1),
+    onFailure: (reason) =>
+      log.error(
+        { watchdog: settings.device, reason },
+        'unhealthy: the watchdog is no longer fed; the box will reset',
+      ),
+  });
+  gate.start();
+  log.info(
+    { watchdog: settings.device, intervalSeconds: settings.intervalSeconds },
+    'feeding the watchdog while healthy',
+  );
+  return gate;
 }
