@@ -200,6 +200,43 @@ test('errors: bad CRC, oversize length and unknown version are reported with the
   assert.equal(frames.length, 1);
 });
 
+test('an intact header with an oversize length: reported, and decoding resumes right after the header', () => {
+  const oversizeHeader = (length: number, version = 1) => {
+    const h = Buffer.from(
+      encodeFrame({ kind: 'data', seq: 9, syn: true, payload: Buffer.alloc(1) }).subarray(0, 12),
+    );
+    h[4] = version;
+    h.writeUInt16BE(length, 8);
+    h.writeUInt16BE(crc32(h.subarray(4, 10)) & 0xffff, 10);
+    return h;
+  };
+  const good = encodeFrame({ kind: 'data', seq: 10, syn: true, payload: Buffer.from('hello') });
+  const noise = Buffer.alloc(300, 0x41);
+  for (const length of [MAX_FRAME_PAYLOAD + 1, 60_000, 0xffff]) {
+    for (const stream of [
+      Buffer.concat([oversizeHeader(length), good]),
+      Buffer.concat([oversizeHeader(length), noise, good, good]),
+      Buffer.concat([oversizeHeader(length, 9), noise, good]),
+    ]) {
+      for (const chunks of [[stream], splitAt(stream, [5, 12, 13, 200])]) {
+        const { frames, errors, text } = decodeAll(chunks);
+        assert.equal(errors.length, 1);
+        assert.equal(errors[0]!.seq, 9);
+        if (stream[4] === 1) assert.equal(errors[0]!.kind, 'oversize');
+        assert.ok(frames.length >= 1, `length ${length}: the frame right behind the bad header decodes`);
+        assert.deepEqual(frames[0], {
+          kind: 'data',
+          seq: 10,
+          more: false,
+          syn: true,
+          payload: Buffer.from('hello'),
+        });
+        assert.ok(!text.includes(oversizeHeader(length).subarray(0, 4)), 'the bad header is not text');
+      }
+    }
+  }
+});
+
 test('encodeFrame refuses what the decoder would refuse', () => {
   assert.throws(
     () => encodeFrame({ kind: 'data', seq: 0, payload: Buffer.alloc(MAX_FRAME_PAYLOAD + 1) }),

@@ -234,8 +234,15 @@ export class FrameDecoder {
     const length = header.readUInt16BE(8);
     const refusal = refuseHeader(version, typeByte, length);
     if (refusal) {
-      // The header is intact, so its length is right: skip the frame whole, buffering none of it.
       events.push({ type: 'error', error: { ...refusal, seq } });
+      if (length > MAX_FRAME_PAYLOAD) {
+        // No frame is that long, so the length is not one to act on (a peer's bug, or noise that
+        // passed the 16-bit check): skipping by it could swallow up to 64 KiB of good frames.
+        // Drop the header and scan again right after it.
+        this.#state = 'scan';
+        return;
+      }
+      // The header is intact and its length possible: skip the frame whole, buffering none of it.
       this.#skip = length + FRAME_CRC_BYTES;
       this.#state = 'skip';
       return;

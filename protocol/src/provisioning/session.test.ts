@@ -249,6 +249,82 @@ test('a restarted technician (new session, another sequence number) is heard; a 
   device.close();
 });
 
+// The box keeps one session open across technician sessions (umbra-provisioner run --serial): after
+// a new technician's SYN, the box's next frame must carry SYN too, or the fresh technician session
+// (which has heard no sequence from the box) drops it. Clean line, then lossy lines.
+for (const seed of [0, 11, 12, 13, 14]) {
+  const faults =
+    seed === 0
+      ? {}
+      : { drop: 0.1, corrupt: 0.1, duplicate: 0.1, maxDelayMs: 8, text: 0.2, maxConsecutiveFaults: 3 };
+  test(`seed ${seed}: a box session that outlives technician sessions answers each new one`, async () => {
+    const [laptop, box] = lossyLine(seed, faults);
+    const options = { port: '/dev/ttyTEST', ackTimeoutMs: 40, maxAttempts: 10 };
+    const device = new ProvisioningSession(box, { ...options, side: 'box' });
+    const { toTechnician } = scripts(seed);
+    const logs = toTechnician
+      .filter((m) => m.t === 'logs')
+      .sort((a, b) => JSON.stringify(b).length - JSON.stringify(a).length)[0]!;
+    for (let n = 0; n < 4; n++) {
+      const technician = new ProvisioningSession(laptop, {
+        ...options,
+        side: 'technician',
+        initialSeq: 1000 * n,
+      });
+      const [t] = await Promise.all([
+        exchangeHello<BoxHello>(
+          technician,
+          { t: 'hello', versions: [1] },
+          { peer: 'the box', timeoutMs: 5_000 },
+        ),
+        exchangeHello(device, boxHello, { peer: 'umbra-tech', timeoutMs: 5_000 }),
+      ]);
+      assert.equal(t.version, 1);
+      // Two replies in a row from the box, the second spanning frames, then the next command.
+      const [, request, , status, , logsReply] = await Promise.all([
+        technician.send({ t: 'status-request' }),
+        device.receive({ timeoutMs: 5_000 }),
+        device.send({ t: 'progress', step: 'apply-network', text: `session ${n}`, percent: n }),
+        technician.receive({ timeoutMs: 5_000 }),
+        device.send(logs),
+        technician.receive({ timeoutMs: 5_000 }),
+      ]);
+      assert.deepEqual(request, { t: 'status-request' });
+      assert.deepEqual(status, { t: 'progress', step: 'apply-network', text: `session ${n}`, percent: n });
+      assert.deepEqual(logsReply, logs);
+      technician.close();
+    }
+    await assertNothingMore(device);
+    device.close();
+  });
+}
+
+test('a message the box started for a technician that went away reaches the next one, resent with SYN', async () => {
+  const [laptop, box] = lossyLine(5);
+  const options = { port: 'p', ackTimeoutMs: 40, maxAttempts: 10 };
+  const device = new ProvisioningSession(box, { ...options, side: 'box' });
+  const first = new ProvisioningSession(laptop, { ...options, side: 'technician', initialSeq: 7 });
+  await Promise.all([first.send({ t: 'status-request' }), device.receive()]);
+  await Promise.all([device.send({ t: 'result', ok: true }), first.receive()]);
+  first.close();
+  // The box's next message goes out without SYN (its peer knew its sequence) and is not heard...
+  const progress: ToTechnicianMessage = { t: 'progress', step: 'apply-network', text: 'late', percent: 1 };
+  const sent = device.send(progress);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  // ...until a new technician session SYNs: the outstanding first frame is resent with SYN.
+  const again = new ProvisioningSession(laptop, { ...options, side: 'technician', initialSeq: 7 + 500 });
+  const [, request, received] = await Promise.all([
+    again.send({ t: 'logs-request', lines: 1 }),
+    device.receive({ timeoutMs: 2_000 }),
+    again.receive({ timeoutMs: 2_000 }),
+    sent,
+  ]);
+  assert.deepEqual(request, { t: 'logs-request', lines: 1 });
+  assert.deepEqual(received, progress);
+  again.close();
+  device.close();
+});
+
 test('version handshake: both sides pick the highest common version, or both show the error', async () => {
   const [laptop, box] = lossyLine(3);
   const technician = new ProvisioningSession(laptop, { side: 'technician', port: 'p' });

@@ -14,6 +14,10 @@
 //   so either side may restart without the other. A frame that repeats the last accepted seq, or
 //   is behind it, is a duplicate: acknowledged again (its ack may have been lost) and dropped.
 //   Serial lines do not reorder, and the session relies on that.
+// - A side that accepts a SYN starting a new sequence (not a retransmission of the SYN it took)
+//   SYNs its own next message, or resends an outstanding first frame with SYN: the peer may be a
+//   new session that drops non-SYN frames (the box keeps one session across technician sessions).
+//   Only a message's first frame carries SYN.
 // - Bytes between frames are the console's other traffic (the getty's prompt, kernel messages):
 //   they go to onText untouched.
 
@@ -89,6 +93,8 @@ interface Outstanding {
   seq: number;
   onAck(): void;
   onNak(): void;
+  /** The peer started a new session: if this is a message's first frame, send it with SYN from now on. */
+  resync(): void;
 }
 
 type Inbound = { message: ProvisioningMessage } | { error: Error };
@@ -112,6 +118,7 @@ export class ProvisioningSession {
 
   // sender
   #nextSeq: number;
+  /** The next message's first frame carries SYN: at the start, after a failed send, after a new peer SYN. */
   #syn = true;
   #outstanding: Outstanding | undefined;
   /** Sends run one after another: stop and wait applies to messages, not only frames. */
@@ -209,28 +216,29 @@ export class ProvisioningSession {
     for (let i = 0; i < count; i++) {
       if (this.#closed) throw this.#closed;
       const seq = this.#nextSeq;
-      const frame = encodeFrame({
-        kind: 'data',
-        seq,
-        more: i < count - 1,
-        syn: this.#syn,
-        payload: bytes.subarray(i * MAX_FRAME_PAYLOAD, (i + 1) * MAX_FRAME_PAYLOAD),
-      });
+      const more = i < count - 1;
+      const payload = bytes.subarray(i * MAX_FRAME_PAYLOAD, (i + 1) * MAX_FRAME_PAYLOAD);
       // Whether or not the frame gets through, its seq is used: after a failure the next frame
       // carries SYN with a seq the receiver cannot take for a duplicate of this one.
       this.#nextSeq = (seq + 1) & 0xffff;
       try {
-        await this.#sendFrame(frame, seq);
+        await this.#sendFrame((syn) => encodeFrame({ kind: 'data', seq, more, syn, payload }), seq, i === 0);
       } catch (error) {
         this.#syn = true;
         throw error;
       }
-      this.#syn = false;
     }
   }
 
-  #sendFrame(frame: Buffer, seq: number): Promise<void> {
+  /**
+   * Sends one data frame until acknowledged. Only a message's first frame may carry SYN (a SYN
+   * makes the receiver drop the fragments it holds), so a peer that starts a new session while a
+   * later fragment is outstanding is SYNed at the next message.
+   */
+  #sendFrame(encode: (syn: boolean) => Buffer, seq: number, first: boolean): Promise<void> {
     return new Promise((resolve, reject) => {
+      let syn = first && this.#syn;
+      let frame = encode(syn);
       let attempts = 0;
       let timer: unknown;
       const finish = (error?: Error) => {
@@ -255,7 +263,23 @@ export class ProvisioningSession {
         this.#write(frame);
         timer = this.#timers.setTimeout(attempt, this.#ackTimeoutMs);
       };
-      this.#outstanding = { seq, onAck: () => finish(), onNak: attempt };
+      this.#outstanding = {
+        seq,
+        onAck: () => {
+          // Cleared here, synchronously with the ack: a new peer SYN right behind it sets it again.
+          // A first frame acked after a new peer SYN was acked by that new session, so carried SYN.
+          if (first) this.#syn = false;
+          finish();
+        },
+        onNak: attempt,
+        resync: () => {
+          // Same seq, so a peer that already took the plain copy acks this one as a retransmission.
+          if (first && !syn) {
+            syn = true;
+            frame = encode(true);
+          }
+        },
+      };
       this.#abortSend = finish;
       attempt();
     });
@@ -297,6 +321,12 @@ export class ProvisioningSession {
       this.#fragments = [];
       this.#fragmentBytes = 0;
       this.#discarding = false;
+      // A new sequence from the peer may be a new peer session, whose receiver has never heard our
+      // sequence and drops our non-SYN frames: our next message starts with SYN (or the message
+      // whose first frame is outstanding, from its next try). A retransmitted SYN (seq equal to the
+      // last accepted) was handled above and changes nothing.
+      this.#syn = true;
+      this.#outstanding?.resync();
     } else {
       if (last === undefined) return; // mid-stream of a sender we never heard start: it will time out and SYN
       const behind = (last - frame.seq) & 0xffff;
