@@ -44,6 +44,12 @@ export interface GatewayLinkContext {
   authorizer: Authorizer;
   sessions: SessionKeeper;
   attestor: LinkAttestor;
+  /**
+   * Called when hello arrives and the link is proven (its channel binding, for a TPM gateway): only
+   * then does it take over from an earlier link of the same gateway. A connection with a copied
+   * certificate and key but without the TPM cannot push the real gateway off its link.
+   */
+  onProven?: (link: GatewayLink) => void;
   policySigningKey: KeyObject;
   timeZone: string;
   log: Logger;
@@ -158,6 +164,7 @@ export class GatewayLink {
       if (this.#endpoint !== null) this.#protocolError('a second hello');
       else if (!this.#bound(message.binding)) return;
       else {
+        this.#context.onProven?.(this);
         // Taken now, so the messages after it in the same burst find the link ready.
         this.#endpoint = message.endpoint;
         this.#enqueue(() =>

@@ -34,6 +34,8 @@ import type { SessionKeeper } from './session-keeper.ts';
 export const LINK_PING_INTERVAL_MS = 15_000;
 /** WebSocket's own close code for a server going away. */
 const GOING_AWAY = 1001;
+/** A link that has not said (a proven) hello by then is closed. */
+const HELLO_TIMEOUT_MS = 10_000;
 /** How long close() lets links say goodbye before cutting them. */
 const CLOSE_GRACE_MS = 1_000;
 
@@ -55,6 +57,8 @@ export class LinkServer {
   readonly #clock: () => number;
   readonly #wss: WebSocketServer;
   readonly #links = new Map<string, GatewayLink>();
+  /** Upgraded, not yet proven by hello: not pushed to, and not yet replacing an earlier link. */
+  readonly #pending = new Set<GatewayLink>();
   readonly #ping: NodeJS.Timeout;
 
   constructor(options: LinkServerOptions) {
@@ -118,7 +122,7 @@ export class LinkServer {
   /** Closes every link (going away), waiting briefly for them to go, then cuts what remains. */
   async close(): Promise<void> {
     clearInterval(this.#ping);
-    const links = [...this.#links.values()];
+    const links = [...this.#links.values(), ...this.#pending];
     const gone = links.map(
       (link) =>
         new Promise<void>((resolve) => {
@@ -194,20 +198,22 @@ export class LinkServer {
         authorizer,
         sessions,
         attestor,
+        onProven: (proven) => this.#take(proven),
         policySigningKey: ca.policySigningKey,
         timeZone,
         log,
         clock: this.#clock,
       },
     );
-    const previous = this.#links.get(gateway);
-    this.#links.set(gateway, link);
-    if (previous) {
-      previous.replaced = true;
-      previous.close(LINK_CLOSE.replaced, 'a newer link from this gateway took over');
-    }
+    this.#pending.add(link);
+    const helloDeadline = setTimeout(() => {
+      if (this.#pending.has(link)) link.close(LINK_CLOSE.protocolError, 'no hello in time');
+    }, HELLO_TIMEOUT_MS);
+    helloDeadline.unref();
     ws.on('error', (error) => log.warn({ err: error, gateway }, 'gateway link error'));
     ws.on('close', (code) => {
+      clearTimeout(helloDeadline);
+      this.#pending.delete(link);
       attestor.stop(link);
       if (this.#links.get(gateway) === link) this.#links.delete(gateway);
       log.info({ gateway, code }, 'gateway link closed');
@@ -219,6 +225,17 @@ export class LinkServer {
           log.error({ err: error, gateway }, 'could not record a gateway disconnect'),
         );
     });
+  }
+
+  /** A link that said a proven hello: the gateway's link from now on, replacing an earlier one. */
+  #take(link: GatewayLink): void {
+    this.#pending.delete(link);
+    const previous = this.#links.get(link.gateway);
+    this.#links.set(link.gateway, link);
+    if (previous && previous !== link) {
+      previous.replaced = true;
+      previous.close(LINK_CLOSE.replaced, 'a newer link from this gateway took over');
+    }
   }
 
   #tick(): void {
