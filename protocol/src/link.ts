@@ -11,10 +11,10 @@
 //   controller → gateway: snapshot, delta, decision, revoke, attest
 
 import { isIP } from 'node:net';
-import { Decoder, Encoder } from 'cbor-x';
 import { z } from 'zod';
 import { SERVICE_NAME } from './knock.ts';
 import { SPA_MAX_PACKET_BYTES } from './spa.ts';
+import { decodeTypedMessage, encodePlainCbor } from './typed-message.ts';
 
 export const LINK_PATH = '/v1/link';
 export const LINK_VERSION = 1;
@@ -229,12 +229,10 @@ export class LinkMessageError extends Error {
   override name = 'LinkMessageError';
 }
 
-// Plain CBOR both ways: no records, no structure sharing, maps as objects; byte strings as Uint8Array.
-const encoder = new Encoder({ useRecords: false, pack: false, tagUint8Array: false, mapsAsObjects: true });
-const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
+const linkError = (message: string) => new LinkMessageError(message);
 
 export function encodeLinkMessage(message: ToControllerMessage | ToGatewayMessage): Buffer {
-  const encoded = Buffer.from(encoder.encode(message));
+  const encoded = encodePlainCbor(message);
   if (encoded.length > LINK_MAX_MESSAGE_BYTES)
     throw new LinkMessageError(`a ${message.t} message of ${encoded.length} bytes exceeds the link's limit`);
   return encoded;
@@ -251,23 +249,5 @@ export function decodeToGateway(frame: Uint8Array): ToGatewayMessage {
 function decodeWith(frame: Uint8Array, schemas: Record<string, z.ZodTypeAny>): unknown {
   if (!(frame instanceof Uint8Array) || frame.length === 0 || frame.length > LINK_MAX_MESSAGE_BYTES)
     throw new LinkMessageError(`a frame must be 1 to ${LINK_MAX_MESSAGE_BYTES} bytes`);
-  let value: unknown;
-  try {
-    value = decoder.decode(frame);
-  } catch (error) {
-    throw new LinkMessageError(`not one CBOR item (${(error as Error).message})`);
-  }
-  const type = (value as { t?: unknown } | null)?.t;
-  if (typeof type !== 'string' || !Object.hasOwn(schemas, type))
-    throw new LinkMessageError(
-      `not a message this side accepts (type ${typeof type === 'string' ? JSON.stringify(type.slice(0, 32)) : 'untyped'})`,
-    );
-  const parsed = schemas[type]!.safeParse(value);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new LinkMessageError(
-      `invalid ${type} message: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`,
-    );
-  }
-  return parsed.data;
+  return decodeTypedMessage(frame, schemas, linkError);
 }

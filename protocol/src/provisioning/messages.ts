@@ -10,8 +10,8 @@
 // fresh hello (which carries its state), apply-bundle with progress events and one result, and
 // logs-request with logs.
 
-import { Decoder, Encoder } from 'cbor-x';
 import { z } from 'zod';
+import { checkTypedMessage, decodeTypedMessage, encodePlainCbor } from '../typed-message.ts';
 
 /** Versions of this message set this build speaks, oldest first. */
 export const PROVISIONING_VERSIONS = [1] as const;
@@ -133,17 +133,15 @@ export class ProvisioningVersionError extends Error {
   override name = 'ProvisioningVersionError';
 }
 
-// Plain CBOR both ways, as on the link: no records, no tags, maps as objects, bytes as Uint8Array.
-const encoder = new Encoder({ useRecords: false, pack: false, tagUint8Array: false, mapsAsObjects: true });
-const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
+const messageError = (message: string) => new ProvisioningMessageError(message);
 
 /** Checks `message` against the schema of its direction (a bug shows here, not on the box) and encodes it. */
 export function encodeProvisioningMessage(
   message: ProvisioningMessage,
   direction: ProvisioningDirection,
 ): Buffer {
-  const checked = check(message, direction === 'to-box' ? toBox : toTechnician);
-  const encoded = Buffer.from(encoder.encode(checked));
+  const checked = checkTypedMessage(message, direction === 'to-box' ? toBox : toTechnician, messageError);
+  const encoded = encodePlainCbor(checked);
   if (encoded.length > PROVISIONING_MAX_MESSAGE_BYTES)
     throw new ProvisioningMessageError(
       `a ${message.t} message of ${encoded.length} bytes exceeds the limit of ${PROVISIONING_MAX_MESSAGE_BYTES}`,
@@ -169,29 +167,7 @@ export function decodeProvisioningMessage(
 function decodeWith(bytes: Uint8Array, schemas: Record<string, z.ZodTypeAny>): unknown {
   if (!(bytes instanceof Uint8Array) || bytes.length === 0 || bytes.length > PROVISIONING_MAX_MESSAGE_BYTES)
     throw new ProvisioningMessageError(`a message must be 1 to ${PROVISIONING_MAX_MESSAGE_BYTES} bytes`);
-  let value: unknown;
-  try {
-    value = decoder.decode(bytes);
-  } catch (error) {
-    throw new ProvisioningMessageError(`not one CBOR item (${(error as Error).message})`);
-  }
-  return check(value, schemas);
-}
-
-function check(value: unknown, schemas: Record<string, z.ZodTypeAny>): unknown {
-  const type = (value as { t?: unknown } | null)?.t;
-  if (typeof type !== 'string' || !Object.hasOwn(schemas, type))
-    throw new ProvisioningMessageError(
-      `not a message this side accepts (type ${typeof type === 'string' ? JSON.stringify(type.slice(0, 32)) : 'untyped'})`,
-    );
-  const parsed = schemas[type]!.safeParse(value);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new ProvisioningMessageError(
-      `invalid ${type} message: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`,
-    );
-  }
-  return parsed.data;
+  return decodeTypedMessage(bytes, schemas, messageError);
 }
 
 /**
