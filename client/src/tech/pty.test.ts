@@ -3,7 +3,7 @@
 // command runs as its own process on the other. socat is ended by its pid.
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,13 +11,14 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { closeSerial, openSerial } from '@umbra/hal';
+import { closePtyPairs, haveSocat, ptyPair } from '@umbra/hal/testing';
 import { startBoxResponder, TEST_EK_HASH } from './testdata/box-responder.ts';
 
-const haveSocat = spawnSync('socat', ['-V']).status === 0;
 const BIN = fileURLToPath(new URL('../../bin/umbra-tech.js', import.meta.url));
 const children: ChildProcess[] = [];
 
 after(async () => {
+  await closePtyPairs();
   for (const child of children)
     if (child.exitCode === null && child.signalCode === null && child.pid) {
       const exited = once(child, 'exit');
@@ -25,24 +26,6 @@ after(async () => {
       await exited;
     }
 });
-
-/** A linked pair of ptys, as the cable between a laptop and a box. */
-async function ptyPair(): Promise<[string, string]> {
-  const child = spawn('socat', ['-d', '-d', 'pty,raw,echo=0', 'pty,raw,echo=0'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  children.push(child);
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  return new Promise((resolve, reject) => {
-    child.stderr.on('data', (text: string) => {
-      stderr += text;
-      const paths = [...stderr.matchAll(/PTY is (\S+)/g)].map((m) => m[1]!);
-      if (paths.length === 2 && /starting data transfer loop/.test(stderr)) resolve([paths[0]!, paths[1]!]);
-    });
-    child.once('exit', (code) => reject(new Error(`socat exited ${code}: ${stderr}`)));
-  });
-}
 
 function umbraTech(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,37 +7,9 @@ import { after, afterEach, describe, test } from 'node:test';
 import { openMemorySerial, resetMemorySerial } from './memory.ts';
 import { closeSerial, openSerial } from './port.ts';
 import { openGettyPty, SharedConsole } from './shared-console.ts';
+import { closePtyPairs, haveSocat, ptyPair } from './testing.ts';
 
-const haveSocat = spawnSync('socat', ['-V']).status === 0;
-const children: ChildProcess[] = [];
-
-after(async () => {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null && child.pid) {
-      const exited = once(child, 'exit');
-      process.kill(child.pid, 'SIGTERM');
-      await exited;
-    }
-  }
-});
-
-/** A linked pair of ptys, as a serial cable between a laptop and a box. */
-async function ptyPair(): Promise<[string, string]> {
-  const child = spawn('socat', ['-d', '-d', 'pty,raw,echo=0', 'pty,raw,echo=0'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  children.push(child);
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  return new Promise((resolve, reject) => {
-    child.stderr.on('data', (text: string) => {
-      stderr += text;
-      const paths = [...stderr.matchAll(/PTY is (\S+)/g)].map((m) => m[1]!);
-      if (paths.length === 2 && /starting data transfer loop/.test(stderr)) resolve([paths[0]!, paths[1]!]);
-    });
-    child.once('exit', (code) => reject(new Error(`socat exited ${code}: ${stderr}`)));
-  });
-}
+after(closePtyPairs);
 
 async function readBytes(stream: Readable, n: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
