@@ -500,11 +500,8 @@ export class PgStore implements Store {
     const serials = [...change.serials].sort();
     const sessions = [...change.sessions].sort();
     const details = accessChangeDetails(identities, serials, sessions, change.cutsIdentities);
-    const audit = await insertAudit(
-      q,
-      checkAuditEntry({ at: now, actor, action, subject, details }, '', now),
-    );
-    return { identities, serials, sessions, audit };
+    const entry = await audit(q, now, actor, action, subject, details);
+    return { identities, serials, sessions, audit: entry };
   }
 
   // ---- groups
@@ -1024,10 +1021,7 @@ export class PgStore implements Store {
   async peekEnrollmentToken(tokenHash: string, now: number): Promise<TokenConsumption> {
     const hash = checkHex(tokenHash, 'tokenHash', 32, 32);
     checkTimestamp(now, 'now');
-    const row = await one<TokenRow>(this.#pool, 'SELECT * FROM enrollment_tokens WHERE token_hash = $1', [
-      hash,
-    ]);
-    return tokenState(row, now);
+    return tokenState(await tokenRow(this.#pool, hash), now);
   }
 
   async consumeEnrollmentToken(tokenHash: string, now: number): Promise<TokenConsumption> {

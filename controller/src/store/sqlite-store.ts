@@ -504,7 +504,7 @@ export class SqliteStore implements Store {
     serials.sort();
     sessions.sort();
     const details = accessChangeDetails(identities, serials, sessions, cutsIdentities);
-    const audit = this.#insertAudit(checkAuditEntry({ at: now, actor, action, subject, details }, '', now));
+    const audit = this.#audit(now, actor, action, subject, details);
     return { identities, serials, sessions, audit };
   }
 
@@ -1273,7 +1273,7 @@ export class SqliteStore implements Store {
         this.#insertSessionRow(id, session);
         return id;
       });
-      // One max for the batch, then consecutive numbers: the same seqs #insertAuditRow would give one
+      // One max for the batch, then consecutive numbers: the same seqs #insertAudit would give one
       // by one (the write lock is held throughout), without a subquery and a RETURNING per entry.
       let seq = (this.#get('SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_log') as { seq: number }).seq;
       const auditSeqs = checked.audit.map((entry) => {
@@ -1307,20 +1307,16 @@ export class SqliteStore implements Store {
 
   /** Inside a transaction: max + 1 under the write lock is strictly increasing with no gaps. */
   #insertAudit(entry: CheckedAuditEntry): AuditEntry {
-    return auditFromRow(this.#insertAuditRow(entry, 'RETURNING *') as AuditRow);
-  }
-
-  #insertAuditRow(entry: CheckedAuditEntry, returning: 'RETURNING *' | 'RETURNING seq'): unknown {
     const row = this.#get(
       // MAX in a scalar subquery, which SQLite answers from the primary key's index; as a column
       // beside the values it would scan the whole log on every append.
       `INSERT INTO audit_log (seq, at, actor, action, subject, decision, reason, details)
        VALUES ((SELECT COALESCE(MAX(seq), 0) FROM audit_log) + 1, ?, ?, ?, ?, ?, ?, ?)
-       ${returning}`,
+       RETURNING *`,
       [entry.at, entry.actor, entry.action, entry.subject, entry.decision, entry.reason, entry.details],
-    );
+    ) as AuditRow;
     this.#auditGrew = true;
-    return row;
+    return auditFromRow(row);
   }
 
   async listAudit(afterSeq = 0, limit = DEFAULT_AUDIT_PAGE): Promise<AuditEntry[]> {
