@@ -42,7 +42,6 @@ export {
 export { type MemoryLed, MemoryLeds } from './leds/memory.ts';
 export {
   flashes,
-  isStatusPattern,
   PATTERN_LOOKS,
   type PatternLook,
   STATUS_PATTERNS,

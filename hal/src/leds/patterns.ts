@@ -18,10 +18,6 @@ export const STATUS_PATTERNS = [
 
 export type StatusPattern = (typeof STATUS_PATTERNS)[number];
 
-export function isStatusPattern(value: string): value is StatusPattern {
-  return (STATUS_PATTERNS as readonly string[]).includes(value);
-}
-
 export interface PatternLook {
   readonly status: LedSetting;
   /** On the fault LED when the board has one. */
