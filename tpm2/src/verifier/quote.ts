@@ -9,20 +9,9 @@
 import type { KeyObject } from 'node:crypto';
 import { nameOf, TPM_ALG, TPM_ST } from '../constants.ts';
 import { digestSize, hash, isHashAlg } from '../hash.ts';
-import { Reader } from '../marshal.ts';
-import {
-  type Attest,
-  type ClockInfo,
-  type PcrSelection,
-  type PublicArea,
-  readAttest,
-  readSignature,
-  type Signature,
-  TPM_GENERATED_VALUE,
-} from '../structures.ts';
-import { type AkKey, akKey, checkSignature } from './attest-signature.ts';
-import { checkAttestationKey } from './key-checks.ts';
+import type { Attest, ClockInfo, PcrSelection, PublicArea, Signature } from '../structures.ts';
 import { equalBytes, type PcrBanks } from './pcr-policy.ts';
+import { checkSignedAttest, errorMessage, hex } from './signed-attest.ts';
 
 export interface QuoteClock {
   readonly clock: bigint;
@@ -99,14 +88,6 @@ function fail(code: QuoteFailure, reason: string): VerifyQuoteResult {
   return { ok: false, code, reason };
 }
 
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('hex');
-}
-
 function describeSelection(selection: readonly PcrSelection[]): string {
   if (selection.length === 0) return 'nothing';
   return selection
@@ -147,90 +128,21 @@ export function verifyQuote(input: VerifyQuoteInput): VerifyQuoteResult {
   try {
     return verifyQuoteOrThrow(input);
   } catch (error) {
-    return fail('format', message(error));
+    return fail('format', errorMessage(error));
   }
 }
 
 function verifyQuoteOrThrow(input: VerifyQuoteInput): VerifyQuoteResult {
-  const { attest: attestBytes } = input;
-  if (!(attestBytes instanceof Uint8Array)) return fail('format', 'attest is not bytes');
-
-  // Magic and type first, so that a wrong one is named as such rather than as a parse error.
-  if (attestBytes.length >= 4) {
-    const magic = new DataView(attestBytes.buffer, attestBytes.byteOffset, attestBytes.byteLength).getUint32(
-      0,
-    );
-    if (magic !== TPM_GENERATED_VALUE)
-      return fail('magic', `attest magic is 0x${magic.toString(16)}, not TPM_GENERATED_VALUE (0xff544347)`);
-  }
-  if (attestBytes.length >= 6) {
-    const type = (attestBytes[4]! << 8) | attestBytes[5]!;
-    if (type !== TPM_ST.ATTEST_QUOTE)
-      return fail('type', `attest type is ${nameOf(TPM_ST, type)}, not ATTEST_QUOTE`);
-  }
-  let attest: Attest;
-  try {
-    const r = new Reader(attestBytes, 'TPMS_ATTEST');
-    attest = readAttest(r);
-    r.end();
-  } catch (error) {
-    return fail('format', message(error));
-  }
-  if (attest.attested.type !== TPM_ST.ATTEST_QUOTE) return fail('type', 'attest is not a quote');
-  const { pcrSelect, pcrDigest } = attest.attested;
-
-  let signature: Signature;
-  try {
-    if (input.signature instanceof Uint8Array) {
-      const r = new Reader(input.signature, 'TPMT_SIGNATURE');
-      signature = readSignature(r, 'signature');
-      r.end();
-    } else {
-      signature = input.signature;
-    }
-  } catch (error) {
-    return fail('format', message(error));
-  }
-
-  let ak: AkKey;
-  try {
-    ak = akKey(input.akPublic);
-  } catch (error) {
-    return fail('key', `AK public key: ${message(error)}`);
-  }
-  if (
-    input.requireAttestationKey &&
-    (input.akPublic instanceof Uint8Array || 'objectAttributes' in input.akPublic)
-  ) {
-    const problems = checkAttestationKey(input.akPublic as Uint8Array | PublicArea);
-    if (problems.length > 0) return fail('key', `not an attestation key: ${problems.join('; ')}`);
-  }
-
-  if (!('hash' in signature) || !isHashAlg(signature.hash))
-    return fail(
-      'signature',
-      `the signature is ${nameOf(TPM_ALG, signature.sigAlg)}, without a hash algorithm`,
-    );
-  let bad: string | undefined;
-  try {
-    bad = checkSignature(attestBytes, signature, ak);
-  } catch (error) {
-    bad = message(error);
-  }
-  if (bad !== undefined) return fail('signature', bad);
+  const checked = checkSignedAttest(input, {
+    type: TPM_ST.ATTEST_QUOTE,
+    what: 'quote',
+    checkAttributes: (ak) =>
+      Boolean(input.requireAttestationKey) && (ak instanceof Uint8Array || 'objectAttributes' in ak),
+  });
+  if (!checked.ok) return checked;
+  const { attest, attested, signature } = checked;
+  const { pcrSelect, pcrDigest } = attested;
   const hashAlg = signature.hash;
-
-  if (!equalBytes(attest.extraData, input.nonce))
-    return fail(
-      'nonce',
-      `extraData ${hex(attest.extraData)} is not the nonce ${hex(input.nonce)}: a stale or replayed quote`,
-    );
-
-  if (input.akQualifiedName && !equalBytes(attest.qualifiedSigner, input.akQualifiedName))
-    return fail(
-      'signer',
-      `qualifiedSigner ${hex(attest.qualifiedSigner)} is not the AK's qualified Name ${hex(input.akQualifiedName)}`,
-    );
 
   const expected = input.selection ?? selectionOf(input.pcrs);
   if (!sameSelection(pcrSelect, expected))
