@@ -28,11 +28,12 @@ import {
   enrollGatewayWithTpm,
   GatewayTpm,
   type LinkIdentity,
+  tpmLinkIdentity,
   unsealKeys,
 } from '@umbra/spa-gateway';
-import { openTransport, TPM_ALG, Tpm } from '@umbra/tpm2';
 import { type Swtpm, startSwtpm } from '@umbra/tpm2/testing';
 import { pino } from 'pino';
+import { bootPcrs, extendBootPcr } from '../src/session-rig.ts';
 
 const quiet = pino({ level: 'silent' });
 let swtpm: Swtpm;
@@ -88,31 +89,6 @@ async function refusals(subject: string) {
     .map((entry) => entry.reason);
 }
 
-/** The PCR values swtpm holds now, as an operator would record them for a firmware version. */
-async function currentBootPcrs(address: string): Promise<Record<string, string>> {
-  const tpm = new Tpm(openTransport(address));
-  try {
-    const read = await tpm.pcrRead([{ hash: TPM_ALG.SHA256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7] }]);
-    return Object.fromEntries(
-      [...read.banks.get(TPM_ALG.SHA256)!].map(([index, digest]) => [
-        String(index),
-        Buffer.from(digest).toString('hex'),
-      ]),
-    );
-  } finally {
-    await tpm.close();
-  }
-}
-
-async function extendPcr7(address: string): Promise<void> {
-  const tpm = new Tpm(openTransport(address));
-  try {
-    await tpm.pcrExtend(7, [{ hash: TPM_ALG.SHA256, digest: Buffer.alloc(32, 0x42) }]);
-  } finally {
-    await tpm.close();
-  }
-}
-
 async function waitFor<T>(
   what: string,
   probe: () => Promise<T | undefined | false>,
@@ -160,7 +136,7 @@ describe('attested enrollment refusals', () => {
 
   test('PCRs that differ from the golden values of the firmware reported are refused, naming them', async () => {
     const token = await gatewayToken('branch-b');
-    const golden = await currentBootPcrs(swtpm.address);
+    const golden = await bootPcrs(swtpm.address);
     await controller.data.store.addFirmwarePcrs(
       { version: '0.9', bank: 'sha256', pcrs: { ...golden, '7': 'ab'.repeat(32) } },
       now,
@@ -274,7 +250,7 @@ describe('an attested gateway', () => {
 
   test('enrolls approved against its firmware’s golden PCRs; the TLS key exists only sealed', async () => {
     await controller.data.store.addFirmwarePcrs(
-      { version: '1.0', bank: 'sha256', pcrs: await currentBootPcrs(swtpm.address) },
+      { version: '1.0', bank: 'sha256', pcrs: await bootPcrs(swtpm.address) },
       now,
       'cli',
     );
@@ -345,17 +321,7 @@ describe('an attested gateway', () => {
   test('bound by its TPM, it links; a boot-state drift quarantines it at the next re-attestation', async () => {
     const { tpm, keys } = await unsealKeys(dir);
     try {
-      const identity: LinkIdentity = {
-        bind: (exporter) => tpm.signWithIdentity(linkBindingDigest(exporter)),
-        attest: async (request) => {
-          const quote = await tpm.quote(request.nonce, request.bank, request.pcrs);
-          return {
-            attest: quote.attest,
-            signature: quote.signature,
-            pcrValues: Object.fromEntries([...quote.pcrValues].map(([i, d]) => [String(i), d])),
-          };
-        },
-      };
+      const identity = tpmLinkIdentity(tpm);
       const bound = await link(identity, keys.tlsKey);
       await waitFor(
         'the link up',
@@ -387,7 +353,7 @@ describe('an attested gateway', () => {
           .length,
       );
 
-      await extendPcr7(swtpm.address);
+      await extendBootPcr(swtpm.address, 7);
       const quarantined = await waitFor('the quarantine', async () => {
         const gateway = await controller.data.store.getGatewayByName(name);
         return gateway?.attestation.state === 'quarantined' && gateway;

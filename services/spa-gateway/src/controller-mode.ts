@@ -296,7 +296,7 @@ function interfaceAddress(name: string, configPath: string): string {
 }
 
 /** The link's proofs from the TPM: the identity key signs each link's binding, the AK quotes on request. */
-function tpmLinkIdentity(tpm: GatewayTpm): LinkIdentity {
+export function tpmLinkIdentity(tpm: GatewayTpm): LinkIdentity {
   return {
     bind: (exporter) => tpm.signWithIdentity(linkBindingDigest(exporter)),
     attest: async (request) => {

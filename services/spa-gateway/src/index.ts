@@ -8,6 +8,7 @@ export {
   loadConfig,
   parseConfig,
 } from './config.ts';
+export { tpmLinkIdentity } from './controller-mode.ts';
 export { enrollGateway, type GatewayEnrollment } from './enroll.ts';
 export * from './firewall/index.ts';
 export { type Datagram, parseDatagram } from './frame.ts';
