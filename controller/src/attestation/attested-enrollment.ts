@@ -97,11 +97,17 @@ export function publicAreaOf(value: string, field: string): { bytes: Uint8Array;
 }
 
 /** PCR values as the store keeps them, and as the verifier compares them. */
-export function pcrBanksOf(values: PcrValues): PcrBanks {
+function pcrBanksOf(values: PcrValues): PcrBanks {
   const bank = new Map<number, Uint8Array>();
   for (const [index, digest] of Object.entries(values.pcrs))
     bank.set(Number(index), Buffer.from(digest, 'hex'));
   return new Map([[BANK_ALG[values.bank]!, bank]]);
+}
+
+/** How quoted PCRs differ from golden values, in words; null when they match. */
+export function pcrDrift(pcrs: PcrValues, golden: PcrValues): string | null {
+  const comparison = comparePcrs(pcrBanksOf(pcrs), pcrBanksOf(golden));
+  return comparison.ok ? null : describePcrDifferences(comparison.differences);
 }
 
 export class AttestedEnrollment {
@@ -230,20 +236,19 @@ export class AttestedEnrollment {
         'credential activation failed: the attestation key is not in the TPM that holds the certified EK',
       );
 
-    const bank = BANK_ALG[BOOT_PCRS.bank]!;
-    const values = new Map<number, Uint8Array>();
+    const pcrs: PcrValues = { bank: BOOT_PCRS.bank, pcrs: {} };
     for (const index of BOOT_PCRS.pcrs) {
       const hex = request.pcrValues[String(index)];
       if (typeof hex !== 'string' || !/^[0-9a-f]{64}$/.test(hex))
         throw new EnrollmentRefused(400, `pcrValues.${index}: expected a SHA-256 digest in hex`);
-      values.set(index, Buffer.from(hex, 'hex'));
+      pcrs.pcrs[String(index)] = hex;
     }
     const quote = verifyQuote({
       attest: bytesOf(request.quote.attest, 'quote.attest', 2048),
       signature: bytesOf(request.quote.signature, 'quote.signature', 1024),
       akPublic: challenge.akArea,
       nonce: challenge.nonce,
-      pcrs: new Map([[bank, values]]),
+      pcrs: pcrBanksOf(pcrs),
     });
     if (!quote.ok)
       return refuse(
@@ -265,23 +270,13 @@ export class AttestedEnrollment {
     });
     if (!certified.ok) return refuse(`the identity key's certification does not verify: ${certified.reason}`);
 
-    const pcrs: PcrValues = {
-      bank: BOOT_PCRS.bank,
-      pcrs: Object.fromEntries(
-        [...values].map(([index, digest]) => [String(index), Buffer.from(digest).toString('hex')]),
-      ),
-    };
     const firmwareVersion = request.firmwareVersion;
     const golden = firmwareVersion
       ? (await this.data.store.listFirmwarePcrs()).find((entry) => entry.version === firmwareVersion)
       : undefined;
-    if (golden) {
-      const comparison = comparePcrs(pcrBanksOf(pcrs), pcrBanksOf(golden));
-      if (!comparison.ok)
-        return refuse(
-          `the boot PCRs differ from the golden values of firmware ${firmwareVersion}: ${describePcrDifferences(comparison.differences)}`,
-        );
-    }
+    const drift = golden ? pcrDrift(pcrs, golden) : null;
+    if (drift !== null)
+      return refuse(`the boot PCRs differ from the golden values of firmware ${firmwareVersion}: ${drift}`);
 
     // Every check passed: spend the token (or the claim), then record and issue.
     if (byToken) {

@@ -19,8 +19,6 @@ import {
   linkBindingMessage,
 } from '@umbra/protocol';
 import {
-  comparePcrs,
-  describePcrDifferences,
   ecdsaSignatureP1363,
   publicKeyObject,
   type QuoteClock,
@@ -30,8 +28,8 @@ import {
   TPM_ALG,
   verifyQuote,
 } from '@umbra/tpm2';
-import { auditText, pcrBanksOf } from '../attestation/attested-enrollment.ts';
-import type { GatewayTpm, PcrValues, Store } from '../store/index.ts';
+import { auditText, pcrDrift } from '../attestation/attested-enrollment.ts';
+import type { AttestationState, GatewayTpm, PcrValues, Store } from '../store/index.ts';
 import type { Logger } from './logger.ts';
 
 export const DEFAULT_ATTEST_INTERVAL_MS = 10 * 60_000;
@@ -170,7 +168,8 @@ export class LinkAttestor {
       requireAttestationKey: true,
       ...(running.clock ? { previous: running.clock } : {}),
     });
-    if (!quote.ok) return this.#quarantine(name, `re-attestation failed: ${quote.reason}`);
+    const { state, golden } = gateway.attestation;
+    if (!quote.ok) return this.#quarantine(name, state, `re-attestation failed: ${quote.reason}`);
     running.clock = quote.quote.clockInfo;
     const pcrs: PcrValues = {
       bank: BOOT_PCRS.bank,
@@ -178,14 +177,10 @@ export class LinkAttestor {
         BOOT_PCRS.pcrs.map((index) => [String(index), Buffer.from(values.get(index)!).toString('hex')]),
       ),
     };
-    const { state, golden } = gateway.attestation;
     if (state === 'approved' && golden) {
-      const comparison = comparePcrs(pcrBanksOf(pcrs), pcrBanksOf(golden));
-      if (!comparison.ok)
-        return this.#quarantine(
-          name,
-          `boot state drifted from its golden values: ${describePcrDifferences(comparison.differences)}`,
-        );
+      const drift = pcrDrift(pcrs, golden);
+      if (drift !== null)
+        return this.#quarantine(name, state, `boot state drifted from its golden values: ${drift}`);
       return 'ok';
     }
     // Awaiting approval: keep what the operator will be asked to approve current, audited only when it changed.
@@ -205,10 +200,10 @@ export class LinkAttestor {
     return 'ok';
   }
 
-  async #quarantine(name: string, reason: string): Promise<'quarantined'> {
-    const before = await this.#store.getGatewayByName(name);
+  /** `before`: its state as #judge read it, so a gateway already quarantined raises no second alert. */
+  async #quarantine(name: string, before: AttestationState, reason: string): Promise<'quarantined'> {
     await this.#store.quarantineGateway(name, auditText(reason), this.#clock(), 'controller');
-    if (before?.attestation.state !== 'quarantined')
+    if (before !== 'quarantined')
       this.#log.error(
         { alert: 'gateway-quarantined', gateway: name, reason },
         `ALERT: gateway ${name} quarantined: ${reason}; it opens nothing until an operator runs \`umbra-controller gateway release ${name}\``,
