@@ -95,43 +95,20 @@ export function mtoolsFiles(device: string): StickFiles {
         .map((l) => l.slice(3))
         .map((l) => (l.endsWith('/') ? { name: l.slice(0, -1), isFile: false } : { name: l, isFile: true }));
     },
-    read(name) {
-      return new Promise((resolve, reject) => {
-        const child = spawn('mcopy', ['-n', '-i', device, `::/${name}`, '-'], {
-          stdio: ['ignore', 'pipe', 'pipe'],
-          env: { ...process.env, MTOOLS_SKIP_CHECK: '1', LC_ALL: 'C' },
-        });
-        const chunks: Buffer[] = [];
-        let size = 0;
-        let stderr = '';
-        let tooLarge = false;
-        const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-        child.stdout.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > MAX_BUNDLE_BYTES) {
-            tooLarge = true;
-            child.kill('SIGKILL');
-          } else chunks.push(c);
-        });
-        child.stderr.on('data', (c: Buffer) => {
-          stderr += c.toString();
-        });
-        child.on('error', (err) => {
-          clearTimeout(timer);
-          reject(err);
-        });
-        child.on('close', (code) => {
-          clearTimeout(timer);
-          if (tooLarge) reject(new TooLargeError(`${name} is over ${MAX_BUNDLE_BYTES} bytes`));
-          else if (code !== 0)
-            reject(new Error(`mcopy ${name}: ${lastLine(stderr) || `exit status ${code}`}`));
-          else resolve(new Uint8Array(Buffer.concat(chunks)));
-        });
+    async read(name) {
+      const r = await mtools('mcopy', ['-n', '-i', device, `::/${name}`, '-'], {
+        maxStdout: MAX_BUNDLE_BYTES,
       });
+      if (r.tooLarge) throw new TooLargeError(`${name} is over ${MAX_BUNDLE_BYTES} bytes`);
+      if (r.code !== 0) throw new Error(`mcopy ${name}: ${lastLine(r.stderr) || `exit status ${r.code}`}`);
+      return new Uint8Array(r.stdout);
     },
     async writeAtomic(name, data) {
       const tmp = `.${name}.tmp`;
-      await runWithInput('mcopy', ['-n', '-D', 'o', '-i', device, '-', `::/${tmp}`], data);
+      const args = ['-n', '-D', 'o', '-i', device, '-', `::/${tmp}`];
+      const r = await mtools('mcopy', args, { input: data });
+      if (r.code !== 0)
+        throw new Error(`mcopy ${args.join(' ')}: ${lastLine(r.stderr) || `exit status ${r.code}`}`);
       await runOk('mren', ['-D', 'o', '-i', device, `::/${tmp}`, `::/${name}`]);
       // mtools writes through the device's page cache: fsync the device itself.
       const fh = await open(device, constants.O_RDONLY);
@@ -144,15 +121,42 @@ export function mtoolsFiles(device: string): StickFiles {
   };
 }
 
-function runWithInput(file: string, args: string[], input: Uint8Array): Promise<void> {
+interface MtoolsResult {
+  code: number | null;
+  stdout: Buffer;
+  stderr: string;
+  /** stdout went past maxStdout (the tool was killed then). */
+  tooLarge: boolean;
+}
+
+/**
+ * Runs an mtools command, killed after 30 s: `input` goes to its stdin; its stdout is kept when
+ * `maxStdout` is given, and the tool killed once it passes that.
+ */
+function mtools(
+  file: string,
+  args: string[],
+  options: { input?: Uint8Array; maxStdout?: number },
+): Promise<MtoolsResult> {
   return new Promise((resolve, reject) => {
+    const { input, maxStdout } = options;
     const child = spawn(file, args, {
-      stdio: ['pipe', 'ignore', 'pipe'],
+      stdio: [input ? 'pipe' : 'ignore', maxStdout === undefined ? 'ignore' : 'pipe', 'pipe'],
       env: { ...process.env, MTOOLS_SKIP_CHECK: '1', LC_ALL: 'C' },
     });
+    const chunks: Buffer[] = [];
+    let size = 0;
     let stderr = '';
+    let tooLarge = false;
     const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.stderr.on('data', (c: Buffer) => {
+    child.stdout?.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > (maxStdout as number)) {
+        tooLarge = true;
+        child.kill('SIGKILL');
+      } else chunks.push(c);
+    });
+    child.stderr?.on('data', (c: Buffer) => {
       stderr += c.toString();
     });
     child.on('error', (err) => {
@@ -161,11 +165,12 @@ function runWithInput(file: string, args: string[], input: Uint8Array): Promise<
     });
     child.on('close', (code) => {
       clearTimeout(timer);
-      if (code === 0) resolve();
-      else reject(new Error(`${file} ${args.join(' ')}: ${lastLine(stderr) || `exit status ${code}`}`));
+      resolve({ code, stdout: Buffer.concat(chunks), stderr, tooLarge });
     });
-    child.stdin.on('error', () => {});
-    child.stdin.end(input);
+    if (input && child.stdin) {
+      child.stdin.on('error', () => {});
+      child.stdin.end(input);
+    }
   });
 }
 
