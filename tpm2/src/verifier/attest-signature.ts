@@ -19,10 +19,14 @@ const NAMED_CURVES: Readonly<Record<string, number>> = {
   secp521r1: TPM_ECC.NIST_P521,
 };
 
+/** Where the TPMT_PUBLIC starts: 2 for a TPM2B_PUBLIC (its size prefix covers exactly the rest), else 0. */
+export function publicAreaStart(bytes: Uint8Array): number {
+  return bytes.length >= 2 && ((bytes[0]! << 8) | bytes[1]!) === bytes.length - 2 ? 2 : 0;
+}
+
 /** TPM2B_PUBLIC when its size prefix covers exactly the rest, otherwise TPMT_PUBLIC. */
 export function parsePublicBytes(bytes: Uint8Array, what = 'AK'): PublicArea {
-  let start = 0;
-  if (bytes.length >= 2 && ((bytes[0]! << 8) | bytes[1]!) === bytes.length - 2) start = 2;
+  const start = publicAreaStart(bytes);
   const r = new Reader(bytes, start === 2 ? `${what} TPM2B_PUBLIC` : `${what} TPMT_PUBLIC`, start);
   const area = readPublicArea(r);
   r.end();

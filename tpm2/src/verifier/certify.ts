@@ -8,15 +8,10 @@
 
 import type { KeyObject } from 'node:crypto';
 import { TPM_ST } from '../constants.ts';
-import { Reader, Writer } from '../marshal.ts';
+import { Writer } from '../marshal.ts';
 import { computeName } from '../name.ts';
-import {
-  type Attest,
-  type PublicArea,
-  readPublicArea,
-  type Signature,
-  writePublicArea,
-} from '../structures.ts';
+import { type Attest, type PublicArea, type Signature, writePublicArea } from '../structures.ts';
+import { parsePublicBytes, publicAreaStart } from './attest-signature.ts';
 import { equalBytes } from './pcr-policy.ts';
 import { checkSignedAttest, errorMessage, hex } from './signed-attest.ts';
 
@@ -67,12 +62,7 @@ function objectArea(input: Uint8Array | PublicArea): { area: PublicArea; bytes: 
     writePublicArea(w, input);
     return { area: input, bytes: w.finish() };
   }
-  let start = 0;
-  if (input.length >= 2 && ((input[0]! << 8) | input[1]!) === input.length - 2) start = 2;
-  const r = new Reader(input, start === 2 ? 'object TPM2B_PUBLIC' : 'object TPMT_PUBLIC', start);
-  const area = readPublicArea(r);
-  r.end();
-  return { area, bytes: input.subarray(start) };
+  return { area: parsePublicBytes(input, 'object'), bytes: input.subarray(publicAreaStart(input)) };
 }
 
 /** Verifies a TPM2_Certify. Never throws. */
