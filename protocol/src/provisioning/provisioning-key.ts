@@ -47,16 +47,7 @@ export function parseProvisioningPrivateKey(text: string, what: string): Provisi
     throw new KeyFormatError(
       `${what}: expected an Ed25519 private key in PKCS#8 PEM ("-----BEGIN PRIVATE KEY-----"), e.g. from \`openssl genpkey -algorithm ed25519\``,
     );
-  let privateKey: KeyObject;
-  try {
-    privateKey = createPrivateKey({ key: text, format: 'pem' });
-  } catch {
-    throw new KeyFormatError(`${what}: the PEM does not decode; the file was damaged or cut short`);
-  }
-  if (privateKey.asymmetricKeyType !== 'ed25519')
-    throw new KeyFormatError(
-      `${what}: a key of type ${privateKey.asymmetricKeyType}; the provisioning key must be Ed25519`,
-    );
+  const privateKey = ed25519Pem(what, () => createPrivateKey({ key: text, format: 'pem' }));
   const publicKey = rawPublicKey(privateKey);
   return { privateKey, publicKey, keyId: provisioningKeyIdOf(publicKey) };
 }
@@ -65,9 +56,14 @@ export function parseProvisioningPrivateKey(text: string, what: string): Provisi
 export function parseProvisioningPublicKey(text: string, what: string): Buffer {
   const trimmed = text.trim();
   if (!trimmed.startsWith('-----BEGIN PUBLIC KEY-----')) return decodeKey(trimmed, what);
+  return rawPublicKey(ed25519Pem(what, () => createPublicKey({ key: trimmed, format: 'pem' })));
+}
+
+/** The key `open` reads from a PEM, which must decode and be Ed25519; `what` names the input. */
+function ed25519Pem(what: string, open: () => KeyObject): KeyObject {
   let key: KeyObject;
   try {
-    key = createPublicKey({ key: trimmed, format: 'pem' });
+    key = open();
   } catch {
     throw new KeyFormatError(`${what}: the PEM does not decode; the file was damaged or cut short`);
   }
@@ -75,7 +71,7 @@ export function parseProvisioningPublicKey(text: string, what: string): Buffer {
     throw new KeyFormatError(
       `${what}: a key of type ${key.asymmetricKeyType}; the provisioning key must be Ed25519`,
     );
-  return rawPublicKey(key);
+  return key;
 }
 
 /**
