@@ -10,7 +10,7 @@
 // answered with a result error "bad-message". A bundle sent while another is being applied gets
 // "busy". The box never speaks first.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import {
@@ -107,8 +107,8 @@ export class BoxIdentity {
   }
 }
 
+/** The file's text without trailing NULs and blanks; undefined when it is missing or unreadable. */
 function readTrimmed(path: string): string | undefined {
-  if (!existsSync(path)) return undefined;
   try {
     // Device-tree strings end in NUL.
     return readFileSync(path, 'latin1').replace(/\0+$/, '').trim();
