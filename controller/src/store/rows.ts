@@ -89,8 +89,8 @@ export function gatewayClaimFromRow(row: GatewayClaimRow): GatewayClaim {
     ekHash: row.ek_hash,
     gateway: row.gateway,
     site: row.site,
-    createdAt: Number(row.created_at),
-    usedAt: row.used_at === null ? null : Number(row.used_at),
+    createdAt: row.created_at,
+    usedAt: row.used_at,
   };
 }
 

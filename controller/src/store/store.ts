@@ -66,12 +66,6 @@ export interface GatewayEndpoint {
  *   operator releases it (`gateway release`).
  */
 export type AttestationState = 'unattested' | 'awaiting-approval' | 'approved' | 'quarantined';
-export const ATTESTATION_STATES: readonly AttestationState[] = [
-  'unattested',
-  'awaiting-approval',
-  'approved',
-  'quarantined',
-];
 
 /** The PCR banks a quote or a golden set may use. */
 export type PcrBank = 'sha1' | 'sha256' | 'sha384';
