@@ -18,7 +18,7 @@ import { computeName } from './name.ts';
 import { openTransport } from './open.ts';
 import { TPM_RC, TpmError } from './response-code.ts';
 import { passwordSession } from './session.ts';
-import { publicKeyObject, writeNvPublic, writePcrSelections } from './structures.ts';
+import { type PublicArea, publicKeyObject, writeNvPublic, writePcrSelections } from './structures.ts';
 import {
   EK_POLICY_SHA256,
   eccAttestationTemplate,
@@ -28,11 +28,16 @@ import {
   rsaEkTemplate,
 } from './templates.ts';
 import { SWTPM_SETUP, type Swtpm, startSwtpm } from './testing/swtpm.ts';
-import { Tpm } from './tpm.ts';
+import { type CreatePrimaryResult, type LoadResult, Tpm } from './tpm.ts';
 import { parseEkCertificate } from './verifier/ek-certificate.ts';
 import { fromTpm2ToolsCredentialFile, makeCredential } from './verifier/make-credential.ts';
 
 const run = promisify(execFile);
+
+const EK_TEMPLATES = [
+  ['RSA-2048', rsaEkTemplate],
+  ['ECC P-256', eccEkTemplate],
+] as const;
 
 describe('NV, sessions and ActivateCredential over swtpm', () => {
   let swtpm: Swtpm;
@@ -169,116 +174,97 @@ describe('NV, sessions and ActivateCredential over swtpm', () => {
     assert.deepEqual(await tpm.handles(TPM_HT.HMAC_SESSION), []);
   });
 
-  for (const [label, template] of [
-    ['RSA-2048', rsaEkTemplate],
-    ['ECC P-256', eccEkTemplate],
-  ] as const) {
-    test(`ActivateCredential: makeCredential to a TCG ${label} EK for the AK's Name, recovered in-process`, async () => {
-      const ek = await tpm.createPrimary(TPM_RH.ENDORSEMENT, template());
-      await tpm.withTransient(ek.handle, async (ekHandle) => {
-        const srk = await tpm.createPrimary(TPM_RH.OWNER, eccStorageTemplate());
-        const ak = await tpm.withTransient(srk.handle, async (parent) =>
-          tpm.load(parent, await tpm.create(parent, eccAttestationTemplate())),
-        );
-        await tpm.withTransient(ak.handle, async (akHandle) => {
-          const secret = new Uint8Array(randomBytes(32));
-          const credential = makeCredential(ek.publicBytes, ak.name, secret);
-          const activate = (blob: Uint8Array) =>
-            tpm.withSession(TPM_SE.POLICY, async (session) => {
-              await tpm.policySecret(TPM_RH.ENDORSEMENT, session);
-              return tpm.activateCredential(
-                akHandle,
-                ekHandle,
-                blob,
-                credential.encryptedSecret,
-                passwordSession(),
-                session,
-              );
-            });
-          assert.deepEqual(await activate(credential.credentialBlob), secret);
+  /**
+   * A TCG EK from `template` and an AK under a transient SRK (flushed once the AK is loaded), both
+   * loaded for `fn` and flushed after it.
+   */
+  const withEkAndAk = async (
+    template: () => PublicArea,
+    fn: (ek: CreatePrimaryResult, ak: LoadResult) => Promise<void>,
+  ) => {
+    const ek = await tpm.createPrimary(TPM_RH.ENDORSEMENT, template());
+    await tpm.withTransient(ek.handle, async () => {
+      const srk = await tpm.createPrimary(TPM_RH.OWNER, eccStorageTemplate());
+      const ak = await tpm.withTransient(srk.handle, async (parent) =>
+        tpm.load(parent, await tpm.create(parent, eccAttestationTemplate())),
+      );
+      await tpm.withTransient(ak.handle, () => fn(ek, ak));
+    });
+  };
 
-          // Made for another Name: the TPM's integrity check refuses it.
-          const other = makeCredential(ek.publicBytes, computeName(TPM_ALG.SHA256, randomBytes(8)), secret);
-          await assert.rejects(
-            tpm.withSession(TPM_SE.POLICY, async (session) => {
-              await tpm.policySecret(TPM_RH.ENDORSEMENT, session);
-              return tpm.activateCredential(
-                akHandle,
-                ekHandle,
-                other.credentialBlob,
-                other.encryptedSecret,
-                passwordSession(),
-                session,
-              );
-            }),
-            (error: unknown) =>
-              error instanceof TpmError && error.message.startsWith('TPM2_ActivateCredential:'),
-          );
-          // Without PolicySecret the EK's policy is not met.
-          await assert.rejects(
-            tpm.withSession(TPM_SE.POLICY, (session) =>
-              tpm.activateCredential(
-                akHandle,
-                ekHandle,
-                credential.credentialBlob,
-                credential.encryptedSecret,
-                passwordSession(),
-                session,
-              ),
+  /** ActivateCredential with the EK's policy met: PolicySecret(ENDORSEMENT) in a policy session. */
+  const activate = (
+    ak: LoadResult,
+    ek: CreatePrimaryResult,
+    credential: { readonly credentialBlob: Uint8Array; readonly encryptedSecret: Uint8Array },
+  ) =>
+    tpm.withSession(TPM_SE.POLICY, async (session) => {
+      await tpm.policySecret(TPM_RH.ENDORSEMENT, session);
+      return tpm.activateCredential(
+        ak.handle,
+        ek.handle,
+        credential.credentialBlob,
+        credential.encryptedSecret,
+        passwordSession(),
+        session,
+      );
+    });
+
+  for (const [label, template] of EK_TEMPLATES) {
+    test(`ActivateCredential: makeCredential to a TCG ${label} EK for the AK's Name, recovered in-process`, async () => {
+      await withEkAndAk(template, async (ek, ak) => {
+        const secret = new Uint8Array(randomBytes(32));
+        const credential = makeCredential(ek.publicBytes, ak.name, secret);
+        assert.deepEqual(await activate(ak, ek, credential), secret);
+
+        // Made for another Name: the TPM's integrity check refuses it.
+        const other = makeCredential(ek.publicBytes, computeName(TPM_ALG.SHA256, randomBytes(8)), secret);
+        await assert.rejects(
+          activate(ak, ek, other),
+          (error: unknown) =>
+            error instanceof TpmError && error.message.startsWith('TPM2_ActivateCredential:'),
+        );
+        // Without PolicySecret the EK's policy is not met.
+        await assert.rejects(
+          tpm.withSession(TPM_SE.POLICY, (session) =>
+            tpm.activateCredential(
+              ak.handle,
+              ek.handle,
+              credential.credentialBlob,
+              credential.encryptedSecret,
+              passwordSession(),
+              session,
             ),
-            (error: unknown) => error instanceof TpmError && error.base === TPM_RC.POLICY_FAIL,
-          );
-        });
+          ),
+          (error: unknown) => error instanceof TpmError && error.base === TPM_RC.POLICY_FAIL,
+        );
       });
     });
   }
 
-  for (const [label, template] of [
-    ['RSA-2048', rsaEkTemplate],
-    ['ECC P-256', eccEkTemplate],
-  ] as const) {
+  for (const [label, template] of EK_TEMPLATES) {
     test(`ActivateCredential: tpm2_makecredential's credential for our AK (${label} EK) is recovered in-process`, async () => {
       const work = mkdtempSync(join(tmpdir(), 'umbra-makecred-'));
       try {
-        const ek = await tpm.createPrimary(TPM_RH.ENDORSEMENT, template());
-        await tpm.withTransient(ek.handle, async (ekHandle) => {
-          const srk = await tpm.createPrimary(TPM_RH.OWNER, eccStorageTemplate());
-          const ak = await tpm.withTransient(srk.handle, async (parent) =>
-            tpm.load(parent, await tpm.create(parent, eccAttestationTemplate())),
-          );
-          await tpm.withTransient(ak.handle, async (akHandle) => {
-            // tpm2-tools reads the EK as a TPM2B_PUBLIC and the AK by its Name in hex.
-            writeFileSync(join(work, 'ek.pub'), new Writer().tpm2b(ek.publicBytes).finish());
-            const secret = new Uint8Array(randomBytes(32));
-            writeFileSync(join(work, 'secret.bin'), secret);
-            await run('tpm2_makecredential', [
-              '-T',
-              'none',
-              '-u',
-              join(work, 'ek.pub'),
-              '-s',
-              join(work, 'secret.bin'),
-              '-n',
-              Buffer.from(ak.name).toString('hex'),
-              '-o',
-              join(work, 'theirs.cred'),
-            ]);
-            const theirs = fromTpm2ToolsCredentialFile(
-              new Uint8Array(readFileSync(join(work, 'theirs.cred'))),
-            );
-            const released = await tpm.withSession(TPM_SE.POLICY, async (session) => {
-              await tpm.policySecret(TPM_RH.ENDORSEMENT, session);
-              return tpm.activateCredential(
-                akHandle,
-                ekHandle,
-                theirs.credentialBlob,
-                theirs.encryptedSecret,
-                passwordSession(),
-                session,
-              );
-            });
-            assert.deepEqual(released, secret);
-          });
+        await withEkAndAk(template, async (ek, ak) => {
+          // tpm2-tools reads the EK as a TPM2B_PUBLIC and the AK by its Name in hex.
+          writeFileSync(join(work, 'ek.pub'), new Writer().tpm2b(ek.publicBytes).finish());
+          const secret = new Uint8Array(randomBytes(32));
+          writeFileSync(join(work, 'secret.bin'), secret);
+          await run('tpm2_makecredential', [
+            '-T',
+            'none',
+            '-u',
+            join(work, 'ek.pub'),
+            '-s',
+            join(work, 'secret.bin'),
+            '-n',
+            Buffer.from(ak.name).toString('hex'),
+            '-o',
+            join(work, 'theirs.cred'),
+          ]);
+          const theirs = fromTpm2ToolsCredentialFile(new Uint8Array(readFileSync(join(work, 'theirs.cred'))));
+          assert.deepEqual(await activate(ak, ek, theirs), secret);
         });
       } finally {
         rmSync(work, { recursive: true, force: true });
