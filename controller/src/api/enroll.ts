@@ -55,7 +55,8 @@ export class EnrollmentRefused extends Error {
   }
 }
 
-const REFUSALS = {
+/** Why a token cannot be spent, as the device is told; attested enrollment answers the same. */
+export const TOKEN_REFUSALS = {
   unknown: 'this enrollment token is not known to this controller',
   used: 'this enrollment token was already used; ask for a new one',
   expired: 'this enrollment token has expired; ask for a new one',
@@ -105,11 +106,11 @@ async function consume(data: DataDir, secret: Buffer, kind: Kind, now: number): 
     reason: consumed.reason,
     details: {},
   });
-  throw new EnrollmentRefused(403, REFUSALS[consumed.reason]);
+  throw new EnrollmentRefused(403, TOKEN_REFUSALS[consumed.reason]);
 }
 
 /** A store refusal (a key already taken, a subject revoked meanwhile) is the caller's conflict, not our failure. */
-function conflict(error: unknown): never {
+export function conflict(error: unknown): never {
   if (error instanceof StoreError) throw new EnrollmentRefused(409, error.message);
   throw error;
 }

@@ -49,10 +49,9 @@ import {
   verifyEkChain,
   verifyQuote,
 } from '@umbra/tpm2';
-import { EnrollmentRefused } from '../api/enroll.ts';
+import { conflict, EnrollmentRefused, TOKEN_REFUSALS } from '../api/enroll.ts';
 import type { DataDir } from '../data-dir.ts';
 import type { GatewayTpm, PcrValues } from '../store/index.ts';
-import { StoreError } from '../store/index.ts';
 
 /** Challenges held at once; beyond this the oldest is dropped (its gateway asks again). */
 const MAX_CHALLENGES = 256;
@@ -294,12 +293,9 @@ export class AttestedEnrollment {
       gatewayName: subject,
       now: new Date(now),
     });
-    try {
-      await this.data.store.setGatewayPublicKey(subject, decodeKeyText(request.spaPublicKey), tpm);
-    } catch (error) {
-      if (error instanceof StoreError) throw new EnrollmentRefused(409, error.message);
-      throw error;
-    }
+    await this.data.store
+      .setGatewayPublicKey(subject, decodeKeyText(request.spaPublicKey), tpm)
+      .catch(conflict);
     const state = golden ? 'approved' : 'awaiting-approval';
     await this.data.store.recordGatewayAttestation(
       subject,
@@ -341,14 +337,7 @@ export class AttestedEnrollment {
       throw new EnrollmentRefused(400, 'this is a device token; enroll devices with `umbra enroll`');
     const tokenHash = hashTokenSecret(token.secret);
     const state = await this.data.store.peekEnrollmentToken(tokenHash, now);
-    if (!state.ok) {
-      const message = {
-        unknown: 'this enrollment token is not known to this controller',
-        used: 'this enrollment token was already used; ask for a new one',
-        expired: 'this enrollment token has expired; ask for a new one',
-      }[state.reason];
-      return this.refuse('?', message, { token: state.reason }, 403);
-    }
+    if (!state.ok) return this.refuse('?', TOKEN_REFUSALS[state.reason], { token: state.reason }, 403);
     const gateway = await this.data.store.getGatewayByName(state.token.subjectName);
     if (!gateway || gateway.status === 'revoked')
       throw new EnrollmentRefused(409, `gateway ${state.token.subjectName} is revoked; ask for a new token`);
