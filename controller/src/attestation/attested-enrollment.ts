@@ -51,6 +51,7 @@ import {
 } from '@umbra/tpm2';
 import { conflict, EnrollmentRefused, TOKEN_REFUSALS } from '../api/enroll.ts';
 import type { DataDir } from '../data-dir.ts';
+import { auditText } from '../link/authorizer.ts';
 import type { GatewayTpm, PcrValues } from '../store/index.ts';
 
 /** Challenges held at once; beyond this the oldest is dropped (its gateway asks again). */
@@ -378,10 +379,4 @@ function decodeKeyText(text: string): string {
     throw new EnrollmentRefused(400, (error as Error).message);
   }
   return text;
-}
-
-/** The audit log's one-line reason holds 256 characters; a longer one is cut (and kept in details). */
-export function auditText(text: string): string {
-  const line = text.replace(/\p{Cc}+/gu, ' ');
-  return line.length <= 256 ? line : `${line.slice(0, 255)}…`;
 }

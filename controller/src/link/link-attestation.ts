@@ -28,8 +28,9 @@ import {
   TPM_ALG,
   verifyQuote,
 } from '@umbra/tpm2';
-import { auditText, pcrDrift } from '../attestation/attested-enrollment.ts';
+import { pcrDrift } from '../attestation/attested-enrollment.ts';
 import type { AttestationState, GatewayTpm, PcrValues, Store } from '../store/index.ts';
+import { auditText } from './authorizer.ts';
 import type { Logger } from './logger.ts';
 
 export const DEFAULT_ATTEST_INTERVAL_MS = 10 * 60_000;
