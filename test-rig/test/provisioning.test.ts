@@ -32,6 +32,7 @@ import { LinuxNetworkApplier, startProvisioner } from '@umbra/provisioner';
 import {
   BOX_ADDRESS,
   BoxProvisioner,
+  type BoxStatus,
   boxNetwork,
   boxStatus,
   buildProvisioningRig,
@@ -127,6 +128,17 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     assert.match(result.stdout, /wrote .* site "site /);
     return file;
   };
+  /** Polls `umbra-provisioner status` until `accept` takes the box's status, which it returns. */
+  const waitForBox = (what: string, accept: (s: BoxStatus) => boolean, timeoutMs: number, everyMs: number) =>
+    waitFor(
+      what,
+      async () => {
+        const s = await boxStatus(rig);
+        return accept(s) ? s : undefined;
+      },
+      timeoutMs,
+      everyMs,
+    );
   const provision = (bundle: string): Promise<RunResult> =>
     techSerial(['provision', '--port', pty.laptop, '--bundle', bundle, '--timeout', '60s']);
   const ledNow = () => ledPattern(rig.sysfsRoot);
@@ -426,15 +438,7 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     // An empty stick first: the error, recorded and shown.
     const empty = makeFatStick(rig, 'EMPTY', { 'readme.txt': 'nothing here\n' });
     insertStick(empty);
-    await waitFor(
-      'the no-bundle error',
-      async () => {
-        const s = await boxStatus(rig);
-        return s.lastError?.code === 'no-bundle' ? s : undefined;
-      },
-      15_000,
-      100,
-    );
+    await waitForBox('the no-bundle error', (s) => s.lastError?.code === 'no-bundle', 15_000, 100);
     assert.equal((await boxStatus(rig)).state, 'unprovisioned');
     assert.match((await boxStatus(rig)).lastError!.message, /no \*\.umbra-bundle file on the stick EMPTY/);
     assert.equal(await ledNow(), 'fault');
@@ -448,15 +452,7 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     const stick = makeFatStick(rig, 'SITE', { 'branch.umbra-bundle': bundle });
     const leds = new LedRecorder(rig.sysfsRoot);
     insertStick(stick);
-    await waitFor(
-      'enrolled from the stick',
-      async () => {
-        const s = await boxStatus(rig);
-        return s.state === 'enrolled' ? s : undefined;
-      },
-      60_000,
-      100,
-    );
+    await waitForBox('enrolled from the stick', (s) => s.state === 'enrolled', 60_000, 100);
     const report = await waitFor(
       'the report file on the stick',
       () => stickFiles(stick.image).find((name) => /^umbra-report-.*\.txt$/i.test(name)),
@@ -541,15 +537,7 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
 
       await startBox(); // the restart
       if (step === 'verify-bundle' || step === 'network') {
-        const status = await waitFor(
-          'the rollback',
-          async () => {
-            const s = await boxStatus(rig);
-            return s.state === 'unprovisioned' ? s : undefined;
-          },
-          15_000,
-          100,
-        );
+        const status = await waitForBox('the rollback', (s) => s.state === 'unprovisioned', 15_000, 100);
         assert.equal(status.lastError?.code, 'interrupted');
         assert.match(
           status.lastError?.message ?? '',
@@ -567,15 +555,7 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
         const result = await provision(bundle);
         assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}\nbox:\n${box!.tail()}`);
       } else {
-        await waitFor(
-          'the resumed enrollment',
-          async () => {
-            const s = await boxStatus(rig);
-            return s.state === 'enrolled' ? s : undefined;
-          },
-          60_000,
-          200,
-        );
+        await waitForBox('the resumed enrollment', (s) => s.state === 'enrolled', 60_000, 200);
         assert.ok(
           box!.lines.some((line) => /interrupted at .*resuming it/.test(line)),
           box!.tail(),
