@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { createFakeLedTree, readFakeLed } from '@umbra/hal';
 import { type Swtpm, startSwtpm } from '@umbra/tpm2/testing';
 import { CONTROLLER_BIN, ControllerProcess } from './controller.ts';
-import { bootPcrs } from './session-rig.ts';
+import { trustSwtpm } from './session-rig.ts';
 import type { Host } from './topology.ts';
 import { Topology } from './topology.ts';
 import { REPO_ROOT, TOOL_ENV } from './umbra.ts';
@@ -123,12 +123,7 @@ export async function buildProvisioningRig(): Promise<ProvisioningRig> {
     const controller = await ControllerProcess.start(ctl, { data, listen: `${ctl.ipv4}:${CONTROLLER_PORT}` });
 
     swtpm = await startSwtpm({ transport: 'unix' });
-    const roots = join(dir, 'ek-ca.pem');
-    writeFileSync(roots, Buffer.concat([readFileSync(swtpm.rootCaCert), readFileSync(swtpm.issuerCert)]));
-    await controller.admin('ekca', 'add', roots);
-    const golden = join(dir, 'golden-pcrs.json');
-    writeFileSync(golden, JSON.stringify({ sha256: await bootPcrs(swtpm.address) }));
-    await controller.admin('firmware', 'pcrs', 'add', FIRMWARE_VERSION, golden);
+    await trustSwtpm(controller, swtpm, dir, FIRMWARE_VERSION);
 
     // The organisation's provisioning key; its public half is what the firmware trusts.
     const signKey = join(dir, 'org-provisioning.key');

@@ -191,12 +191,7 @@ export async function buildSessionRig(options: SessionRigOptions): Promise<Sessi
     const tpmArgs: string[] = [];
     if (options.tpm) {
       swtpm = await startSwtpm({ transport: 'unix' });
-      const roots = join(dir, 'ek-ca.pem');
-      writeFileSync(roots, Buffer.concat([readFileSync(swtpm.rootCaCert), readFileSync(swtpm.issuerCert)]));
-      await admin.admin('ekca', 'add', roots);
-      const golden = join(dir, 'golden-pcrs.json');
-      writeFileSync(golden, JSON.stringify({ sha256: await bootPcrs(swtpm.address) }));
-      await admin.admin('firmware', 'pcrs', 'add', FIRMWARE_VERSION, golden);
+      await trustSwtpm(admin, swtpm, dir, FIRMWARE_VERSION);
       tpmArgs.push('--tpm', swtpm.address, '--firmware-version', FIRMWARE_VERSION);
     }
     await gw.run([GATEWAY_BIN, 'enroll', '--token', gatewayToken, '--dir', gatewayDir, ...tpmArgs], {
@@ -270,6 +265,25 @@ export async function buildSessionRig(options: SessionRigOptions): Promise<Sessi
     await destroy();
     throw error;
   }
+}
+
+/**
+ * Has the controller trust `swtpm` as a box of `firmwareVersion`: its EK CA added (`ekca add`) and
+ * its boot PCRs as they are now recorded as that firmware's golden values (`firmware pcrs add`).
+ * The files are written in `dir`.
+ */
+export async function trustSwtpm(
+  admin: ControllerProcess,
+  swtpm: Swtpm,
+  dir: string,
+  firmwareVersion: string,
+): Promise<void> {
+  const roots = join(dir, 'ek-ca.pem');
+  writeFileSync(roots, Buffer.concat([readFileSync(swtpm.rootCaCert), readFileSync(swtpm.issuerCert)]));
+  await admin.admin('ekca', 'add', roots);
+  const golden = join(dir, 'golden-pcrs.json');
+  writeFileSync(golden, JSON.stringify({ sha256: await bootPcrs(swtpm.address) }));
+  await admin.admin('firmware', 'pcrs', 'add', firmwareVersion, golden);
 }
 
 /** SHA-256 PCRs 0-7 as the TPM holds them now, index → hex: what an operator records from a good box. */
