@@ -73,30 +73,9 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
   /** The box's network before anything was applied: what every refusal must leave. */
   let pristine: { addresses: string[]; routes: string[] };
 
-  /** Whether the running provisioner has answered an umbra-tech command since it started. */
-  let boxAnswered = false;
-  let lastStart: { holdStateWritesMs?: number; configFile?: string } = {};
   const startBox = async (options: { holdStateWritesMs?: number; configFile?: string } = {}) => {
     box = await BoxProvisioner.start(rig, { serial: pty.box, usb: true, ...options });
-    boxAnswered = false;
-    lastStart = options;
     return box;
-  };
-  /**
-   * Works around the bug the last test shows: once the box has answered one umbra-tech command, its
-   * first frame to the next one goes without SYN, which a fresh technician session drops, so every
-   * second command fails after 9 s. A restarted provisioner starts its session with SYN again.
-   */
-  const freshBoxSession = async () => {
-    if (!boxAnswered) return;
-    await box!.stop();
-    await startBox(lastStart);
-  };
-  const techSerial = async (args: string[]): Promise<RunResult> => {
-    await freshBoxSession();
-    const result = await tech(args);
-    boxAnswered = true;
-    return result;
   };
   const gateways = async () => JSON.parse(await rig.controller.admin('gateway', 'list')) as GatewayRow[];
   const newToken = async (name: string) =>
@@ -140,7 +119,7 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
       everyMs,
     );
   const provision = (bundle: string): Promise<RunResult> =>
-    techSerial(['provision', '--port', pty.laptop, '--bundle', bundle, '--timeout', '60s']);
+    tech(['provision', '--port', pty.laptop, '--bundle', bundle, '--timeout', '60s']);
   const ledNow = () => ledPattern(rig.sysfsRoot);
   const waitForLed = (pattern: string, timeoutMs: number) =>
     waitFor(
@@ -237,7 +216,7 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     assert.equal((await boxStatus(rig)).state, 'unprovisioned');
     assert.equal(await ledNow(), 'awaiting-provisioning', 'unprovisioned: awaiting-provisioning');
 
-    const hello = await techSerial(['status', '--port', pty.laptop]);
+    const hello = await tech(['status', '--port', pty.laptop]);
     assert.equal(hello.code, 0, hello.stderr);
     const seenHello = JSON.parse(hello.stdout);
     assert.equal(seenHello.state, 'unprovisioned');
@@ -245,7 +224,6 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     assert.match(seenHello.ekHash, /^[0-9a-f]{64}$/);
     assert.notEqual(seenHello.ekHash, '0'.repeat(64));
 
-    await freshBoxSession(); // (so the recording below is the provisioning alone, not a restart)
     await waitForLed('awaiting-provisioning', 5_000);
     const leds = new LedRecorder(rig.sysfsRoot);
     const result = await provision(bundle);
@@ -266,7 +244,7 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     assert.equal(listed?.attestation, 'approved', JSON.stringify(listed));
     assert.equal(listed?.ekHash, seenHello.ekHash);
     assert.equal(listed?.firmwareVersion, FIRMWARE_VERSION);
-    const after = JSON.parse((await techSerial(['status', '--port', pty.laptop])).stdout);
+    const after = JSON.parse((await tech(['status', '--port', pty.laptop])).stdout);
     assert.equal(after.state, 'enrolled');
 
     // The gateway it enrolled runs dark: the outsider's full TCP scan finds every port filtered.
@@ -297,14 +275,10 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     assert.equal(readFileSync(join(rig.etcDir, 'umbra/firmware-version'), 'utf8'), firmwareBefore);
     assert.equal(readFileSync(join(rig.trustDir, 'org.pub'), 'utf8'), trustBefore);
     assert.equal(await ledNow(), 'awaiting-provisioning');
-    assert.equal(
-      JSON.parse((await techSerial(['status', '--port', pty.laptop])).stdout).state,
-      'unprovisioned',
-    );
+    assert.equal(JSON.parse((await tech(['status', '--port', pty.laptop])).stdout).state, 'unprovisioned');
   });
 
   test('2. bad inputs: each refused with its reason, the box left as it was; then it provisions', async () => {
-    await freshBoxSession();
     // A corrupt frame (a payload byte changed after its CRC), written raw to the line.
     const hello = encodeFrame({
       kind: 'data',
@@ -339,7 +313,6 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     } finally {
       session.close();
       await closeSerial(serial);
-      boxAnswered = true;
     }
     await box!.waitForLine(/no common provisioning protocol version/, 5_000, from);
     assert.equal((await boxStatus(rig)).state, 'unprovisioned');
@@ -577,7 +550,7 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     await box!.stop();
     await startBox({ configFile: config });
     try {
-      const hello = JSON.parse((await techSerial(['status', '--port', pty.laptop])).stdout);
+      const hello = JSON.parse((await tech(['status', '--port', pty.laptop])).stdout);
       assert.equal(hello.firmwareVersion, FIRMWARE_VERSION, 'the hello reports the firmware file');
       const result = await provision(await makeBundle('fwfile'));
       assert.equal(result.code, 0, result.stderr);
@@ -593,16 +566,13 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
   });
 
   test('two umbra-tech commands in a row on one running box both work', async () => {
-    await freshBoxSession();
     const first = await tech(['status', '--port', pty.laptop]);
     const second = await tech(['status', '--port', pty.laptop]);
-    boxAnswered = true;
     assert.equal(first.code, 0, first.stderr);
     assert.equal(second.code, 0, second.stderr);
   });
 
   test('an oversize frame written raw to the line: the box answers the next umbra-tech command', async () => {
-    await freshBoxSession();
     const header = encodeFrame({ kind: 'data', seq: 9, syn: true, payload: Buffer.alloc(1) }).subarray(0, 12);
     header.writeUInt16BE(60_000, 8); // over MAX_FRAME_PAYLOAD, with a valid header check
     header.writeUInt16BE(crc32(header.subarray(4, 10)) & 0xffff, 10);
@@ -616,7 +586,6 @@ describe('provisioning a box over serial and USB, on the real programs', { timeo
     try {
       await box!.waitForLine(/damaged frame: oversize/, 5_000, from);
       const status = await tech(['status', '--port', pty.laptop]);
-      boxAnswered = true;
       assert.equal(status.code, 0, status.stderr);
     } finally {
       // Whatever happened, the next test gets a box that listens.
