@@ -64,7 +64,8 @@ function failure(path: string, error: unknown): SecretFileError {
 
 export async function writeSecretFile(
   path: string,
-  contents: string,
+  /** Text (written as UTF-8) or bytes. */
+  contents: string | Uint8Array,
   options: WriteSecretFileOptions = {},
 ): Promise<void> {
   const dir = dirname(path);
@@ -78,7 +79,7 @@ export async function writeSecretFile(
   try {
     try {
       await handle.chmod(SECRET_FILE_MODE); // the umask can only remove bits, but be exact
-      await handle.writeFile(contents, 'utf8');
+      await (typeof contents === 'string' ? handle.writeFile(contents, 'utf8') : handle.writeFile(contents));
       await handle.sync();
     } finally {
       await handle.close();

@@ -6,11 +6,10 @@
 // The bundle holds the enrollment token's secret, so it is written like a key: 0600, never
 // replacing a file unless told, and nothing here ever prints the token.
 
-import { randomBytes, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { link, open, rename, unlink } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { basename, dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { UsageError } from '@umbra/cli-kit';
 import {
   createSiteBundle,
@@ -28,6 +27,7 @@ import {
   SecretFileError,
   SiteBundleError,
   writeProvisioningKey,
+  writeSecretFile,
 } from '@umbra/protocol';
 
 export interface BundleCreateOptions {
@@ -259,24 +259,15 @@ export async function createKeyFiles(out: string): Promise<CreatedKey> {
 
 /**
  * Writes the bundle's bytes readable by the owner only from the first byte (it holds the token's
- * secret): a temporary file made 0600 and synced, then linked to the name (which fails if the name
- * exists, unless `overwrite`) so a crash never leaves half a bundle.
+ * secret), never half a bundle, and not over an existing file unless `overwrite` (writeSecretFile);
+ * its refusals are worded for --out.
  */
 async function writeBundleFile(path: string, bytes: Buffer, overwrite: boolean): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   try {
-    const handle = await open(temp, 'wx', 0o600);
-    try {
-      await handle.chmod(0o600);
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    if (overwrite) await rename(temp, path);
-    else await link(temp, path);
+    await writeSecretFile(path, bytes, { overwrite });
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
+    if (!(error instanceof SecretFileError)) throw error;
+    const code = error.code;
     const why =
       code === 'EEXIST'
         ? 'it exists; give another --out, or --force to replace it'
@@ -284,9 +275,7 @@ async function writeBundleFile(path: string, bytes: Buffer, overwrite: boolean):
           ? `directory ${dirname(path)} does not exist; create it first`
           : code === 'EACCES' || code === 'EPERM'
             ? `no permission to create files in ${dirname(path)}`
-            : `cannot write it (${code ?? String(error)})`;
+            : `cannot write it (${code ?? error.message})`;
     throw new SecretFileError(`--out ${path}: ${why}`, code, error);
-  } finally {
-    await unlink(temp).catch(() => {});
   }
 }
