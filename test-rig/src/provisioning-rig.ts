@@ -10,7 +10,7 @@
 // The box's eth0 starts without its IPv4 address (the Topology gives every host one; the rig
 // flushes it), so the address the site bundle gives it is the only one it gets.
 
-import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFile, spawnSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -23,6 +23,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createFakeLedTree, readFakeLed } from '@umbra/hal';
+import { closePtyPairs, ptyPair as halPtyPair } from '@umbra/hal/testing';
 import { type Swtpm, startSwtpm } from '@umbra/tpm2/testing';
 import { CONTROLLER_BIN, ControllerProcess } from './controller.ts';
 import { trustSwtpm } from './session-rig.ts';
@@ -194,37 +195,13 @@ export async function buildProvisioningRig(): Promise<ProvisioningRig> {
 export interface PtyPair {
   laptop: string;
   box: string;
-  pid: number;
   stop(): Promise<void>;
 }
 
-/** A linked pair of ptys from socat, ended by its pid. */
+/** A linked pair of ptys from socat (@umbra/hal's test helper), stopped with the rig. */
 export async function ptyPair(): Promise<PtyPair> {
-  const child = spawn('socat', ['-d', '-d', 'pty,raw,echo=0', 'pty,raw,echo=0'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  const stop = () => endChild(child, 'SIGTERM');
-  let stderr = '';
-  child.stderr!.setEncoding('utf8');
-  const [laptop, box] = await new Promise<[string, string]>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`socat gave no ptys in 5 s: ${stderr}`)), 5_000);
-    child.stderr!.on('data', (text: string) => {
-      stderr += text;
-      const paths = [...stderr.matchAll(/PTY is (\S+)/g)].map((m) => m[1]!);
-      if (paths.length === 2 && /starting data transfer loop/.test(stderr)) {
-        clearTimeout(timer);
-        resolve([paths[0]!, paths[1]!]);
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`socat exited ${code}: ${stderr}`));
-    });
-  }).catch(async (error) => {
-    await stop();
-    throw error;
-  });
-  return { laptop, box, pid: child.pid!, stop };
+  const [laptop, box] = await halPtyPair();
+  return { laptop, box, stop: closePtyPairs };
 }
 
 function endChild(child: ChildProcess, signal: NodeJS.Signals, pid = child.pid): Promise<void> {

@@ -19,12 +19,22 @@ export async function ptyPair(): Promise<[string, string]> {
   let stderr = '';
   child.stderr.setEncoding('utf8');
   return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM');
+      reject(new Error(`socat gave no ptys in 5 s: ${stderr}`));
+    }, 5_000);
     child.stderr.on('data', (text: string) => {
       stderr += text;
       const paths = [...stderr.matchAll(/PTY is (\S+)/g)].map((m) => m[1]!);
-      if (paths.length === 2 && /starting data transfer loop/.test(stderr)) resolve([paths[0]!, paths[1]!]);
+      if (paths.length === 2 && /starting data transfer loop/.test(stderr)) {
+        clearTimeout(timer);
+        resolve([paths[0]!, paths[1]!]);
+      }
     });
-    child.once('exit', (code) => reject(new Error(`socat exited ${code}: ${stderr}`)));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`socat exited ${code}: ${stderr}`));
+    });
   });
 }
 
