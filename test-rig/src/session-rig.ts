@@ -272,6 +272,11 @@ export async function buildSessionRig(options: SessionRigOptions): Promise<Sessi
  * its boot PCRs as they are now recorded as that firmware's golden values (`firmware pcrs add`).
  * The files are written in `dir`.
  */
+/** The swtpm's local CA, root and issuer, as an operator's `ekca add FILE` reads them. */
+export function ekCaBundle(swtpm: Swtpm): Buffer {
+  return Buffer.concat([readFileSync(swtpm.rootCaCert), readFileSync(swtpm.issuerCert)]);
+}
+
 export async function trustSwtpm(
   admin: ControllerProcess,
   swtpm: Swtpm,
@@ -279,7 +284,7 @@ export async function trustSwtpm(
   firmwareVersion: string,
 ): Promise<void> {
   const roots = join(dir, 'ek-ca.pem');
-  writeFileSync(roots, Buffer.concat([readFileSync(swtpm.rootCaCert), readFileSync(swtpm.issuerCert)]));
+  writeFileSync(roots, ekCaBundle(swtpm));
   await admin.admin('ekca', 'add', roots);
   const golden = join(dir, 'golden-pcrs.json');
   writeFileSync(golden, JSON.stringify({ sha256: await bootPcrs(swtpm.address) }));

@@ -33,7 +33,7 @@ import {
 } from '@umbra/spa-gateway';
 import { type Swtpm, startSwtpm } from '@umbra/tpm2/testing';
 import { pino } from 'pino';
-import { bootPcrs, extendBootPcr } from '../src/session-rig.ts';
+import { bootPcrs, ekCaBundle, extendBootPcr } from '../src/session-rig.ts';
 
 const quiet = pino({ level: 'silent' });
 let swtpm: Swtpm;
@@ -78,11 +78,6 @@ async function gatewayToken(name: string): Promise<string> {
   return token;
 }
 
-/** The swtpm's local CA, root and issuer, as an operator's `ekca add FILE` would read them. */
-function caFiles(tpm: Swtpm): Buffer {
-  return Buffer.concat([readFileSync(tpm.rootCaCert), readFileSync(tpm.issuerCert)]);
-}
-
 async function refusals(subject: string) {
   return (await controller.data.store.listAudit())
     .filter((entry) => entry.subject === subject && entry.decision === 'deny')
@@ -117,7 +112,7 @@ describe('attested enrollment refusals', () => {
     // A CA that did not issue this EK certificate.
     const other = await startSwtpm();
     try {
-      await controller.data.store.addEkRoots(parseEkRoots(caFiles(other), 'other.pem'), now, 'cli');
+      await controller.data.store.addEkRoots(parseEkRoots(ekCaBundle(other), 'other.pem'), now, 'cli');
     } finally {
       await other.stop();
     }
@@ -131,7 +126,7 @@ describe('attested enrollment refusals', () => {
     );
     // Now the right roots (this swtpm's and the second box's share nothing: each has its own CA).
     for (const tpm of [swtpm, otherSwtpm])
-      await controller.data.store.addEkRoots(parseEkRoots(caFiles(tpm), 'swtpm.pem'), now, 'cli');
+      await controller.data.store.addEkRoots(parseEkRoots(ekCaBundle(tpm), 'swtpm.pem'), now, 'cli');
   });
 
   test('PCRs that differ from the golden values of the firmware reported are refused, naming them', async () => {
@@ -408,7 +403,7 @@ describe('zero-touch: a box with no token enrolls by its claimed TPM', () => {
     const box = await startSwtpm();
     now = Math.max(now, Date.now() + 2_000); // after its EK certificate's notBefore
     try {
-      await controller.data.store.addEkRoots(parseEkRoots(caFiles(box), 'box.pem'), now, 'cli');
+      await controller.data.store.addEkRoots(parseEkRoots(ekCaBundle(box), 'box.pem'), now, 'cli');
       const firmware = {
         controllerUrl: controller.url,
         caPin: controller.data.settings.caPin,
