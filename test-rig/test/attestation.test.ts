@@ -5,6 +5,7 @@
 // bound to the TPM; drift quarantines; the sealed keys open on this box in this boot state only.
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,6 +35,7 @@ import {
 import { type Swtpm, startSwtpm } from '@umbra/tpm2/testing';
 import { pino } from 'pino';
 import { bootPcrs, ekCaBundle, extendBootPcr } from '../src/session-rig.ts';
+import { GATEWAY_BIN, TOOL_ENV } from '../src/umbra.ts';
 
 const quiet = pino({ level: 'silent' });
 let swtpm: Swtpm;
@@ -438,6 +440,70 @@ describe('zero-touch: a box with no token enrolls by its claimed TPM', () => {
         enrollGatewayWithTpm(null, join(root, 'zt4'), { ...firmware, caPin: `sha256/${'A'.repeat(43)}=` }),
         /pin/i,
       );
+    } finally {
+      await box.stop();
+    }
+  });
+});
+
+describe('umbra-gateway enroll --tpm, the command a technician types', () => {
+  test('an expired token is refused on the console; --controller reaches a controller the token does not name', async () => {
+    const box = await startSwtpm();
+    now = Math.max(now, Date.now() + 2_000); // after its EK certificate's notBefore
+    const enroll = (args: string[]) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        execFile(
+          GATEWAY_BIN,
+          ['enroll', ...args],
+          { env: TOOL_ENV, timeout: 60_000 },
+          (error, _stdout, stderr) =>
+            resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stderr }),
+        );
+      });
+    try {
+      await controller.data.store.addEkRoots(parseEkRoots(ekCaBundle(box), 'cli-box.pem'), now, 'cli');
+      const { store, settings } = controller.data;
+      await store.createGateway({ name: 'branch-cli' });
+      const tokenFor = async (url: string, expiresAt: number) => {
+        const { token, secretHash } = createEnrollmentToken({ url, pin: settings.caPin, kind: 'gateway' });
+        await store.createEnrollmentToken({
+          tokenHash: secretHash,
+          kind: 'gateway',
+          subjectName: 'branch-cli',
+          expiresAt,
+        });
+        return token;
+      };
+
+      // A token that lapsed: the controller's clock moves past its expiry.
+      const expiredToken = await tokenFor(controller.url, Math.max(now, Date.now()) + 60_000);
+      now = Math.max(now, Date.now()) + 120_000;
+      const expired = await enroll([
+        '--token',
+        expiredToken,
+        '--dir',
+        join(root, 'cli-expired'),
+        '--tpm',
+        box.address,
+      ]);
+      assert.notEqual(expired.code, 0);
+      assert.match(expired.stderr, /this enrollment token has expired; ask for a new one/);
+
+      // The token names a controller nobody answers at; --controller says where it is.
+      const moved = await enroll([
+        '--token',
+        await tokenFor('https://127.0.0.1:9/', now + 3_600_000),
+        '--dir',
+        join(root, 'cli-moved'),
+        '--tpm',
+        box.address,
+        '--controller',
+        controller.url,
+      ]);
+      assert.equal(moved.code, 0, moved.stderr);
+      assert.match(moved.stderr, /enrolled as branch-cli/);
+      assert.match(moved.stderr, /attested, awaiting approval/);
+      assert.equal((await store.getGatewayByName('branch-cli'))?.attestation.state, 'awaiting-approval');
     } finally {
       await box.stop();
     }
