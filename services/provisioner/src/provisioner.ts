@@ -325,6 +325,16 @@ export class Provisioner {
   }
 
   /**
+   * An enrolled box whose gateway is running: its LEDs say whether the gateway's link to the
+   * controller is up (enrolled-dark) or not (controller-unreachable). Nothing changes while a job
+   * runs or in any other state.
+   */
+  async showControllerLink(linked: boolean): Promise<void> {
+    if (this.state !== 'enrolled' || this.#job) return;
+    await this.#show(linked ? 'enrolled-dark' : 'controller-unreachable');
+  }
+
+  /**
    * Zero-touch: with no bundle, asks the controller the firmware names to enroll this box by the claim
    * an operator made for its TPM (`umbra-controller gateway claim --ek-hash`). The network is the
    * one the box already has (DHCP); nothing else changes. Returns whether the box is now enrolled;

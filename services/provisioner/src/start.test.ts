@@ -244,3 +244,26 @@ describe('what the box says and what it enrolls with agree', () => {
     }
   });
 });
+
+test('enrolled, the LEDs follow the gateway’s controller link: controller-unreachable while it is down', async () => {
+  const leds = await StatusLeds.open(new MemoryLeds({ status: {}, fault: {} }), {
+    status: 'status',
+    fault: 'fault',
+  });
+  const handle = await startProvisioner(base({ leds, linkCheckMs: 20 }));
+  const stats = join(handle.provisioner.gatewayDir, 'state', 'stats.json');
+  const settle = () => new Promise((r) => setTimeout(r, 120));
+  try {
+    await handle.provisioner.apply(makeSiteBundle({ key }).bytes, { source: 'test', progress: () => {} });
+    assert.equal(leds.showing, 'enrolled-dark');
+    mkdirSync(join(handle.provisioner.gatewayDir, 'state'), { recursive: true });
+    writeFileSync(stats, JSON.stringify({ accepted: 0, controller: { linked: false } }));
+    await settle();
+    assert.equal(leds.showing, 'controller-unreachable');
+    writeFileSync(stats, JSON.stringify({ accepted: 0, controller: { linked: true } }));
+    await settle();
+    assert.equal(leds.showing, 'enrolled-dark');
+  } finally {
+    await handle.stop();
+  }
+});

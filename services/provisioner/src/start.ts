@@ -2,6 +2,7 @@
 // the LEDs (and the reset button) from a board file, the provisioner with its power-loss recovery,
 // the serial server on the console, and the USB stick watcher.
 
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import {
@@ -72,6 +73,11 @@ export interface StartProvisionerOptions {
   clock?: Clock;
   serialNumber?: string;
   firmwareVersion?: string;
+  /**
+   * How often an enrolled box reads its gateway's counters (GATEWAY_DIR/state/stats.json) to show
+   * on the LEDs whether the controller link is up; default 5 s, 0 = never.
+   */
+  linkCheckMs?: number;
   /**
    * Zero-touch: the controller URL and CA pin the firmware carries. While the box is unprovisioned it
    * asks that controller, every `intervalMs` (default 60 s), to enroll it by a claim for its TPM.
@@ -196,6 +202,24 @@ export async function startProvisioner(options: StartProvisionerOptions): Promis
       log.info(`watching ${options.usbDir} for USB sticks`);
       stops.push(() => watcher.stop());
     }
+    const linkCheckMs = options.linkCheckMs ?? 5_000;
+    if (linkCheckMs > 0) {
+      const statsPath = join(provisioner.gatewayDir, 'state', 'stats.json');
+      let last: boolean | undefined;
+      const timer = setInterval(() => {
+        const linked = gatewayLinked(statsPath);
+        if (linked === undefined || provisioner.state !== 'enrolled') {
+          last = undefined;
+          return;
+        }
+        if (linked === last) return;
+        last = linked;
+        void provisioner.showControllerLink(linked);
+      }, linkCheckMs);
+      timer.unref();
+      stops.push(async () => clearInterval(timer));
+    }
+
     if (options.zeroTouch) {
       const zeroTouch = options.zeroTouch;
       let timer: NodeJS.Timeout | undefined;
@@ -261,5 +285,15 @@ export async function applyFromStick(
     await stick.writeReport(lines.join('\n'));
   } catch (error) {
     provisioner.log.warn(`the report could not be written to ${stick.source}: ${(error as Error).message}`);
+  }
+}
+
+/** Whether the gateway's stats say its controller link is up; undefined when it has written none. */
+export function gatewayLinked(statsPath: string): boolean | undefined {
+  try {
+    const stats = JSON.parse(readFileSync(statsPath, 'utf8')) as { controller?: { linked?: unknown } };
+    return typeof stats.controller?.linked === 'boolean' ? stats.controller.linked : undefined;
+  } catch {
+    return undefined;
   }
 }
